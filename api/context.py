@@ -1,0 +1,41 @@
+"""Accessors for the per-app collaborators and the caller's identity."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app, g
+
+from api.intake import Intake
+from core.settings import Settings
+from core.store import JobStore
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a tenant, the key it used, and what that key may do."""
+
+    tenant: str
+    key_id: str | None = None
+    buckets: tuple[str, ...] = ()
+    scopes: tuple[str, ...] = ()
+
+
+ANONYMOUS = Principal(tenant="default")
+
+
+def get_settings() -> Settings:
+    return current_app.extensions["verifier"]["settings"]  # type: ignore[no-any-return]
+
+
+def get_store() -> JobStore:
+    return current_app.extensions["verifier"]["store"]  # type: ignore[no-any-return]
+
+
+def get_intake() -> Intake:
+    return current_app.extensions["verifier"]["intake"]  # type: ignore[no-any-return]
+
+
+def get_principal() -> Principal:
+    """Return the authenticated caller (the default tenant when auth is off)."""
+    return getattr(g, "principal", ANONYMOUS)

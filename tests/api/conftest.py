@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from api.app import create_app
+from core.settings import Settings
+
+
+@pytest.fixture()
+def app(settings: Settings) -> Iterator[Flask]:
+    app = create_app(settings)
+    app.config["TESTING"] = True
+    yield app
+
+
+@pytest.fixture()
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()

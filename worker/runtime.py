@@ -1,0 +1,157 @@
+"""What a worker process holds for its lifetime: the warm model, clients, background threads."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import Any
+
+import redis
+from celery import Celery
+
+from core.celery_config import PRIORITIES
+from core.jobs import Job, ModelInfo, Status
+from core.names import VERIFY_QUEUE, VERIFY_TASK, WEBHOOK_QUEUE, WEBHOOK_TASK
+from core.settings import Settings
+from core.store import JobStore
+from core.workers import is_alive, remove_worker, write_heartbeat
+
+log = logging.getLogger(__name__)
+
+
+def worker_name() -> str:
+    """Return a name unique to this worker process."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Runtime:
+    """Everything a worker process keeps warm, passed to the code that uses it."""
+
+    def __init__(self, settings: Settings, app: Celery, *, queues: tuple[str, ...]) -> None:
+        self.settings = settings
+        self.app = app
+        self.queues = queues
+        self.name = worker_name()
+        self.redis = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=30)
+        self.store = JobStore(self.redis, result_ttl_seconds=settings.result_ttl_seconds)
+        self.started_at = time.time()
+        self.info: dict[str, Any] = {"queues": list(queues), "pid": os.getpid(), "host": socket.gethostname(),
+                                     "started_at": self.started_at, "model_loaded": False}
+        self.runner: Any = None
+        self.batcher: Any = None
+        self._stop = threading.Event()
+        if VERIFY_QUEUE in queues:
+            self._load_model()
+        self._heartbeat = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+        self._heartbeat.start()
+
+    # --- start-up -------------------------------------------------------------------------
+    def _load_model(self) -> None:
+        from worker.batcher import MicroBatcher
+        from worker.engine import Engine
+        from worker.images import create_s3_client
+        from worker.model import load_model
+        from worker.verify import ImageLimits, JobRunner, Preprocessing
+
+        s = self.settings
+        began = time.perf_counter()
+        loaded = load_model(s.model, device=s.device, dtype=s.dtype, revision=s.model_revision, quantize=s.quantize)
+        engine = Engine(loaded)
+        engine.warmup()
+        load_seconds = time.perf_counter() - began
+        log.info("model %s (%s) warm on %s/%s in %.1fs", loaded.name, loaded.revision, loaded.device,
+                 loaded.dtype, load_seconds)
+        if loaded.random_weights:
+            log.warning("model %s has RANDOM weights: its scores are meaningless", s.model)
+        self.engine = engine
+        self.batcher = MicroBatcher(engine.score, max_pairs=s.batch_max_pairs, max_images=s.batch_max_images,
+                                    max_wait_ms=s.batch_max_wait_ms)
+        self.info.update(model=loaded.name, revision=loaded.revision, device=str(loaded.device),
+                         dtype=str(loaded.dtype).removeprefix("torch."), model_loaded=True,
+                         random_weights=loaded.random_weights, load_seconds=round(load_seconds, 3))
+        self.runner = JobRunner(
+            store=self.store,
+            s3=create_s3_client(s),
+            submit=self.batcher.submit,
+            model=ModelInfo(name=loaded.name, revision=loaded.revision),
+            preprocessing=Preprocessing(size=engine.image_size, mean=tuple(engine.mean), std=tuple(engine.std)),
+            limits=ImageLimits(max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels, retries=s.s3_retries),
+            worker_name=self.name,
+            max_starts=s.job_max_starts,
+            is_alive=lambda name: is_alive(self.redis, name),
+            on_finished=self._finished,
+        )
+
+    # --- tasks ------------------------------------------------------------------------------
+    def verify(self, job_id: str) -> None:
+        """Run one verification job."""
+        if self.runner is None:
+            raise RuntimeError(f"worker {self.name} does not consume {VERIFY_QUEUE!r} and has no model")
+        self.runner.run(job_id)
+
+    def _finished(self, job: Job) -> None:
+        if job.webhook is not None:
+            self.app.send_task(WEBHOOK_TASK, args=[job.id], queue=WEBHOOK_QUEUE)
+
+    # --- background ---------------------------------------------------------------------
+    def _beat(self) -> None:
+        interval = self.settings.worker_heartbeat_seconds
+        while not self._stop.is_set():
+            try:
+                info = dict(self.info)
+                if self.batcher is not None:
+                    info["batches"] = self.batcher.stats
+                write_heartbeat(self.redis, self.name, info, ttl=self.settings.worker_dead_after_seconds)
+                if VERIFY_QUEUE in self.queues:
+                    self.requeue_orphans()
+            except redis.RedisError as exc:
+                log.warning("heartbeat failed: %s", exc)
+            self._stop.wait(interval)
+
+    def requeue_orphans(self) -> int:
+        """Give running jobs whose worker died back to the queue (or fail them as poison)."""
+        lock = self.redis.set("cv:watchdog", self.name, nx=True, px=int(self.settings.worker_heartbeat_seconds * 1000))
+        if not lock:
+            return 0
+        requeued = 0
+        for job_id in self.store.running_jobs(older_than=time.time() - 1.0):
+            job = self.store.get(job_id)
+            if job is None or job.status != Status.RUNNING or is_alive(self.redis, job.worker):
+                continue
+            back = self.store.update(job_id, _requeue_if_orphaned(job.worker))
+            if back is not None:
+                log.warning("job %s lost its worker %s; enqueued again", job_id, job.worker)
+                self.app.send_task(VERIFY_TASK, args=[job_id], queue=VERIFY_QUEUE,
+                                   priority=PRIORITIES.get(back.priority, PRIORITIES["normal"]))
+                requeued += 1
+        return requeued
+
+    def close(self) -> None:
+        """Stop background threads and deregister."""
+        self._stop.set()
+        if self.batcher is not None:
+            self.batcher.close()
+        try:
+            remove_worker(self.redis, self.name)
+        except redis.RedisError:
+            pass
+
+
+def _requeue_if_orphaned(dead_worker: str | None) -> Any:
+    def mutate(job: Job) -> bool:
+        if job.status != Status.RUNNING or job.worker != dead_worker:
+            return False
+        job.status = Status.QUEUED
+        job.worker = None
+        return True
+
+    return mutate
+
+
+def create_runtime(settings: Settings, app: Celery, *, queues: tuple[str, ...]) -> Runtime:
+    """Build the runtime of a worker process (loads and warms the model for ``verify``)."""
+    return Runtime(settings, app, queues=queues)
