@@ -1,0 +1,136 @@
+"""Engine scores against transformers' own BlipForImageTextRetrieval forward (same weights)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import BlipForImageTextRetrieval
+
+from worker.attention import enable_sdpa
+from worker.engine import Engine, EngineRequest, PairScore
+from worker.model import LoadedModel, build_random_model, load_model
+from worker.preprocess import prepare_pixels
+
+TOLERANCE = 1e-5
+TEXTS = (
+    "a dog",
+    "two cats sitting on a red couch next to the window",
+    "a man riding a horse on the beach near the ocean",
+    "pizza",
+)
+
+
+@pytest.fixture(scope="module")
+def loaded() -> LoadedModel:
+    return load_model("random:tiny")
+
+
+@pytest.fixture(scope="module")
+def reference() -> BlipForImageTextRetrieval:
+    """Return an unpatched instance with the same seeded weights as ``random:tiny``."""
+    return build_random_model("tiny", seed=0)
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["sdpa", "math"])
+def engine(request: pytest.FixtureRequest) -> Engine:
+    return Engine(load_model("random:tiny"), use_sdpa=request.param)
+
+
+def _pixels(loaded: LoadedModel, seed: int) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    image = Image.fromarray(rng.integers(0, 256, (60, 90, 3), dtype=np.uint8))
+    return prepare_pixels(image, size=loaded.image_size, mean=loaded.image_mean, std=loaded.image_std)
+
+
+def _reference_scores(model: BlipForImageTextRetrieval, loaded: LoadedModel, req: EngineRequest) -> list[PairScore]:
+    """Score each pair alone, exactly as the model card does."""
+    out = []
+    with torch.inference_mode():
+        for text in req.texts:
+            enc = loaded.tokenizer(text, return_tensors="pt", return_token_type_ids=False)
+            kwargs = dict(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], pixel_values=req.pixels[None])
+            itm = model(**kwargs).itm_score.softmax(dim=-1)[0, 1].item()
+            itc = model(**kwargs, use_itm_head=False).itm_score[0, 0].item()
+            out.append(PairScore(itm, itc))
+    return out
+
+
+def _max_diff(engine: Engine, reference: BlipForImageTextRetrieval, loaded: LoadedModel, requests: list[EngineRequest]) -> float:
+    got = engine.score(requests)
+    assert [len(g) for g in got] == [len(r.texts) for r in requests]
+    diff = 0.0
+    for req, scores in zip(requests, got):
+        for mine, ref in zip(scores, _reference_scores(reference, loaded, req)):
+            diff = max(diff, abs(mine.match_probability - ref.match_probability))
+            diff = max(diff, abs(mine.cosine_similarity - ref.cosine_similarity))
+    return diff
+
+
+CASES = {
+    "one_text": lambda lm: [EngineRequest("a", _pixels(lm, 1), ("a dog on the beach",))],
+    "one_image_many_texts": lambda lm: [EngineRequest("a", _pixels(lm, 1), TEXTS)],
+    "many_requests": lambda lm: [
+        EngineRequest("a", _pixels(lm, 1), TEXTS[:2]),
+        EngineRequest("b", _pixels(lm, 2), (TEXTS[2],)),
+        EngineRequest("c", _pixels(lm, 3), TEXTS[1:]),
+    ],
+    "duplicate_keys": lambda lm: [
+        EngineRequest("a", _pixels(lm, 1), (TEXTS[0],)),
+        EngineRequest("b", _pixels(lm, 2), TEXTS[1:3]),
+        EngineRequest("a", _pixels(lm, 1), (TEXTS[3], TEXTS[2])),
+    ],
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_parity_with_transformers_forward(engine: Engine, reference: BlipForImageTextRetrieval, loaded: LoadedModel, case: str) -> None:
+    diff = _max_diff(engine, reference, loaded, CASES[case](loaded))
+    print(f"engine[{'sdpa' if engine.use_sdpa else 'math'}] vs transformers, {case}: max abs diff {diff:.2e}")
+    assert diff <= TOLERANCE
+
+
+def test_duplicate_keys_run_the_vision_tower_once(loaded: LoadedModel) -> None:
+    engine = Engine(load_model("random:tiny"))
+    calls: list[int] = []
+    handle = engine.model.vision_model.embeddings.register_forward_hook(lambda m, a, out: calls.append(out.shape[0]))
+    try:
+        engine.score(CASES["duplicate_keys"](loaded))
+    finally:
+        handle.remove()
+    assert sum(calls) == 2
+
+
+def test_results_keep_request_and_text_order(engine: Engine, loaded: LoadedModel) -> None:
+    requests = CASES["many_requests"](loaded)
+    together = engine.score(requests)
+    alone = [engine.score([r])[0] for r in requests]
+    for batched, single in zip(together, alone):
+        for a, b in zip(batched, single):
+            assert a.match_probability == pytest.approx(b.match_probability, abs=TOLERANCE)
+            assert a.cosine_similarity == pytest.approx(b.cosine_similarity, abs=TOLERANCE)
+
+
+def test_sdpa_patch_matches_original_attention(reference: BlipForImageTextRetrieval, loaded: LoadedModel) -> None:
+    patched = build_random_model("tiny", seed=0)
+    assert enable_sdpa(patched) == 2 + 2 * 2  # vision layers + text self and cross per layer
+    enc = loaded.tokenizer(list(TEXTS), padding="longest", return_tensors="pt", return_token_type_ids=False)
+    pixels = torch.stack([_pixels(loaded, i) for i in range(len(TEXTS))])
+    with torch.inference_mode():
+        for use_itm_head in (True, False):
+            kwargs = dict(**enc, pixel_values=pixels, use_itm_head=use_itm_head)
+            want, got = reference(**kwargs), patched(**kwargs)
+            for name in ("itm_score", "last_hidden_state"):
+                diff = (getattr(want, name) - getattr(got, name)).abs().max().item()
+                print(f"SDPA patch vs eager, use_itm_head={use_itm_head}, {name}: max abs diff {diff:.2e}")
+                assert diff <= TOLERANCE
+    # The patch is per instance: the class and the reference keep eager attention.
+    assert "forward" not in vars(reference.vision_model.encoder.layers[0].self_attn)
+
+
+def test_warmup_and_properties(loaded: LoadedModel) -> None:
+    engine = Engine(loaded)
+    engine.warmup()
+    assert engine.image_size == 64 and len(engine.mean) == len(engine.std) == 3
+    assert engine.score([]) == []
