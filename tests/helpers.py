@@ -5,7 +5,10 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 T = TypeVar("T")
 
@@ -31,3 +34,23 @@ def wait_for(predicate: Callable[[], T], *, timeout: float = 30.0, interval: flo
                 return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_exc!r})")
+
+
+def verifier_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """Return an environment that gives a ``verifier`` subprocess these settings."""
+    import dataclasses
+    import os
+
+    from core.settings import ENV_NAMES
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VERIFIER_")}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if value is None:
+            continue
+        if isinstance(value, tuple):
+            value = ",".join(str(v) for v in value)
+        env[ENV_NAMES[f.name]] = str(value).lower() if isinstance(value, bool) else str(value)
+    env.update(extra)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env

@@ -104,12 +104,16 @@ class Runtime:
             try:
                 info = dict(self.info)
                 if self.batcher is not None:
-                    info["batches"] = self.batcher.stats
+                    stats = self.batcher.stats
+                    info.update(batches=stats.batches, pairs=stats.pairs, jobs=stats.requests,
+                                mean_batch_pairs=round(stats.mean_batch_pairs, 2))
                 write_heartbeat(self.redis, self.name, info, ttl=self.settings.worker_dead_after_seconds)
                 if VERIFY_QUEUE in self.queues:
                     self.requeue_orphans()
             except redis.RedisError as exc:
-                log.warning("heartbeat failed: %s", exc)
+                log.warning("heartbeat failed (Redis): %s", exc)
+            except Exception:  # noqa: BLE001 - the heartbeat thread must outlive any bug
+                log.exception("heartbeat failed")
             self._stop.wait(interval)
 
     def requeue_orphans(self) -> int:
