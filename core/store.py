@@ -5,6 +5,7 @@ Keys (all under ``cv:``):
 - ``idx:{tenant}:{status|all}``: sorted sets of ``{created_us:016x}:{id}`` members, all at
   score 0, so ``ZREVRANGEBYLEX`` lists newest first with an exact, tie-free cursor.
 - ``running``: job ids that are running, scored by start time (the watchdog scans it).
+- ``queued``: job ids that are queued, scored by creation time (the oldest-queued-job metric).
 - ``idem:{tenant}:{key}``: the job id an ``Idempotency-Key`` created.
 - ``worker:{name}``: a worker's heartbeat (JSON, with a TTL).
 """
@@ -90,6 +91,8 @@ class JobStore:
             member = _member(job)
             pipe.zadd(self.index_key(job.tenant, ALL), {member: 0})
             pipe.zadd(self.index_key(job.tenant, job.status.value), {member: 0})
+            if job.status == Status.QUEUED:
+                pipe.zadd(f"{P}queued", {job.id: job.created_us / 1_000_000})
             pipe.execute()
         return job, True
 
@@ -117,6 +120,7 @@ class JobStore:
             pipe.delete(self.job_key(job.id))
             for status in (ALL, job.status.value):
                 pipe.zrem(self.index_key(job.tenant, status), _member(job))
+            pipe.zrem(f"{P}queued", job.id)
             pipe.execute()
 
     def get(self, job_id: str) -> Job | None:
@@ -172,6 +176,10 @@ class JobStore:
                 pipe.zadd(f"{P}running", {job.id: self.clock()})
             elif before == Status.RUNNING:
                 pipe.zrem(f"{P}running", job.id)
+            if job.status == Status.QUEUED:
+                pipe.zadd(f"{P}queued", {job.id: job.created_us / 1_000_000})
+            elif before == Status.QUEUED:
+                pipe.zrem(f"{P}queued", job.id)
 
     def start(self, job_id: str, *, worker: str, may_take_over: Callable[[Job], bool] = lambda job: False) -> Job | None:
         """Move a queued job to running under ``worker``; return it, or None if it must not run.
