@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The test command: set up the environment, make sure Redis answers, run the whole suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+if [ -f .ci/install-browser.sh ]; then
+  bash .ci/install-browser.sh
+fi
+bash scripts/ensure-redis.sh
+. .venv/bin/activate
+exec python -m pytest "$@"
