@@ -134,3 +134,13 @@ def test_warmup_and_properties(loaded: LoadedModel) -> None:
     engine.warmup()
     assert engine.image_size == 64 and len(engine.mean) == len(engine.std) == 3
     assert engine.score([]) == []
+
+
+def test_bench_runs_and_formats(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from worker.bench import format_table, run_engine_bench
+
+    out = tmp_path / "bench.json"
+    results = run_engine_bench("random:tiny", n_images=2, n_texts=3, naive_pairs=1, width=160, height=120,
+                               repeats=1, matmul_seconds=0.05, out_json=str(out))
+    assert set(results["rows"]) == {"a_naive_per_pair", "b_engine_distinct_images", "c_engine_1_image_x_3_texts"}
+    assert out.exists() and "pairs/s" in format_table(results)
