@@ -89,6 +89,8 @@ class Engine:
                 pixels.append(request.pixels)
             pair_image.extend([image_index[request.image_key]] * len(request.texts))
             texts.extend(request.texts)
+        if not texts:
+            return [[] for _ in requests]
         with torch.inference_mode():
             itm, cos = self._score_pairs(torch.stack(pixels), pair_image, texts)
         itm_list, cos_list = itm.tolist(), cos.tolist()
