@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--texts", type=int, default=8, help="texts for the one-image run")
     bench.add_argument("--naive-pairs", type=int, default=4)
     bench.add_argument("--system-jobs", type=int, default=8)
+    bench.add_argument("--repeats", type=int, default=2, help="engine passes; the best is reported")
     bench.add_argument("--skip-system", action="store_true")
     bench.add_argument("--out", default="bench-results/bench.json")
 
@@ -47,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     save.add_argument("directory")
     check = model_sub.add_parser("check", help="load the configured model and score one pair")
     check.add_argument("--spec", default=None)
+
+    from verifier.keys import add_parser as add_keys_parser
+
+    add_keys_parser(sub)
     return parser
 
 
@@ -112,7 +117,13 @@ def _model(settings: Settings, args: argparse.Namespace) -> int:
         return 1
 
 
-_COMMANDS = {"api": _api, "worker": _worker, "demo": _demo, "bench": _bench, "model": _model}
+def _keys(settings: Settings, args: argparse.Namespace) -> int:
+    from verifier.keys import run_keys
+
+    return run_keys(settings, args)
+
+
+_COMMANDS = {"keys": _keys, "api": _api, "worker": _worker, "demo": _demo, "bench": _bench, "model": _model}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -123,10 +123,7 @@ def run_demo(settings: Settings, *, model: str | None = None, keep_running: bool
         redis_url = stack.ensure_redis(settings.redis_url)
         endpoint = settings.s3_endpoint_url
         if endpoint is None:
-            # A local S3-protocol server holds the demo's photographs; its credentials are local too.
-            for var, value in (("AWS_ACCESS_KEY_ID", "demo"), ("AWS_SECRET_ACCESS_KEY", "demo")):
-                os.environ.setdefault(var, value)
-            endpoint = stack.start_s3()
+            endpoint = stack.start_s3()  # a local S3-protocol server holds the demo's photographs
         run_settings = replace(settings, redis_url=redis_url, s3_endpoint_url=endpoint, model=spec)
         uris = upload_samples(endpoint, settings.s3_region)
         say(f"uploaded {len(uris)} photographs to s3://{DEMO_BUCKET}/samples/")

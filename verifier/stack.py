@@ -106,6 +106,9 @@ class LocalStack:
 
     def start_s3(self) -> str:
         """Start moto's S3-protocol server on 127.0.0.1 and return its endpoint."""
+        # The local server accepts any credentials; set some so boto3 signs requests.
+        for var, value in (("AWS_ACCESS_KEY_ID", "local"), ("AWS_SECRET_ACCESS_KEY", "local")):
+            os.environ.setdefault(var, value)
         port = free_port()
         proc = self.spawn("s3", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)])
         endpoint = f"http://127.0.0.1:{port}"

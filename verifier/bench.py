@@ -1,0 +1,116 @@
+"""``verifier bench``: the engine against the naive snippet, then the whole system over HTTP."""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import boto3
+import requests
+
+from core.settings import Settings
+from verifier.demo import prepare_auth, submit_and_wait
+from verifier.stack import LocalStack
+
+BENCH_BUCKET = "caption-verifier-bench"
+
+
+def say(message: str) -> None:
+    print(f"[bench] {message}", flush=True)
+
+
+def peak_rss_mib(pid: int) -> float | None:
+    """Return the peak resident set size of ``pid`` in MiB (Linux), or None."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def run_system_bench(settings: Settings, *, model: str, n_jobs: int, width: int, height: int) -> dict[str, Any]:
+    """Submit ``n_jobs`` distinct-image jobs through the HTTP API to a real worker; time it."""
+    from worker.bench import CAPTIONS, make_jpegs
+
+    out: dict[str, Any] = {"jobs": n_jobs, "texts_per_job": 1}
+    with LocalStack(say=say) as stack:
+        redis_url = stack.ensure_redis(settings.redis_url)
+        endpoint = settings.s3_endpoint_url or stack.start_s3()
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name=settings.s3_region)
+        try:
+            s3.create_bucket(Bucket=BENCH_BUCKET)
+        except s3.exceptions.BucketAlreadyOwnedByYou:
+            pass
+        uris = []
+        for i, data in enumerate(make_jpegs(n_jobs + 1, width, height, seed=1)):
+            s3.put_object(Bucket=BENCH_BUCKET, Key=f"bench/{i}.jpg", Body=data)
+            uris.append(f"s3://{BENCH_BUCKET}/bench/{i}.jpg")
+        run = replace(settings, redis_url=redis_url, s3_endpoint_url=endpoint, model=model,
+                      batch_max_wait_ms=max(settings.batch_max_wait_ms, 10))
+        headers = prepare_auth(run)
+        base = stack.start_api(run)
+        # Cold start: the first job waits in the queue while the worker process starts.
+        first = requests.post(f"{base}/v1/jobs", json={"image": uris[-1], "text": CAPTIONS[0]}, headers=headers,
+                              timeout=10).json()["id"]
+        began = time.perf_counter()
+        worker = stack.start_worker(run)
+        out["worker_ready_s"] = time.perf_counter() - began
+        while requests.get(f"{base}/v1/jobs/{first}", headers=headers, timeout=10).json()["status"] in (
+            "queued", "running"
+        ):
+            time.sleep(0.05)
+        out["cold_start_to_first_result_s"] = time.perf_counter() - began
+        jobs = [{"image": uris[i], "text": CAPTIONS[i % len(CAPTIONS)]} for i in range(n_jobs)]
+        start = time.perf_counter()
+        docs = submit_and_wait(base, jobs, headers)
+        seconds = time.perf_counter() - start
+        failed = [d for d in docs if d["status"] != "succeeded"]
+        if failed:
+            raise RuntimeError(f"{len(failed)} bench jobs did not succeed: {failed[0].get('error')}")
+        out.update(seconds=seconds, pairs=n_jobs, pairs_per_s=n_jobs / seconds,
+                   worker_peak_rss_mib=peak_rss_mib(worker.pid))
+    return out
+
+
+def run_bench(settings: Settings, args: argparse.Namespace) -> int:
+    """Run the engine benchmark, then the system one; print a table and write JSON."""
+    from worker.bench import format_table, run_engine_bench
+
+    say(f"engine benchmark on {args.model} ({args.images} distinct images, 1 image x {args.texts} texts, "
+        f"{args.naive_pairs} naive pairs)")
+    results = run_engine_bench(args.model, n_images=args.images, n_texts=args.texts, naive_pairs=args.naive_pairs,
+                               repeats=args.repeats)
+    gc.collect()
+    print(format_table(results), flush=True)
+    if not args.skip_system:
+        say(f"system benchmark: {args.system_jobs} jobs through HTTP + Redis + Celery")
+        system = run_system_bench(settings, model=args.model, n_jobs=args.system_jobs, width=1920, height=1080)
+        engine_row = results["rows"]["b_engine_distinct_images"]
+        system["vs_engine"] = system["pairs_per_s"] / engine_row["pairs_per_s"]
+        system["vs_naive"] = system["pairs_per_s"] / results["rows"]["a_naive_per_pair"]["pairs_per_s"]
+        results["system"] = system
+        print(format_system(system), flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    say(f"wrote {out}")
+    return 0
+
+
+def format_system(system: dict[str, Any]) -> str:
+    """Render the system benchmark as text."""
+    rss = system.get("worker_peak_rss_mib")
+    return "\n".join([
+        f"{'d_system_http_redis_celery':32} {system['pairs']:>5} {system['seconds']:>7.2f} "
+        f"{system['pairs_per_s']:>8.3f} {system['vs_naive']:>8.2f}   system/engine = {system['vs_engine']:.2f}",
+        f"worker ready {system['worker_ready_s']:.1f}s after spawn; cold start to first result "
+        f"{system['cold_start_to_first_result_s']:.1f}s; worker peak RSS "
+        + (f"{rss:.0f} MiB" if rss else "n/a"),
+    ])
