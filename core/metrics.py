@@ -69,15 +69,15 @@ class Histogram:
 _SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0)
 _STAGE = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 HISTOGRAMS: dict[str, Histogram] = {h.name: h for h in (
-    Histogram("queue_wait_seconds", "Time from job creation to its (last) start.", _SECONDS),
-    Histogram("total_seconds", "Time from job creation to its final status.", _SECONDS),
-    Histogram("fetch_seconds", "Time to fetch a job's image from S3.", _STAGE),
-    Histogram("decode_seconds", "Time to decode and preprocess a job's image.", _STAGE),
+    Histogram("job_queue_wait_seconds", "Time from job creation to its (last) start.", _SECONDS),
+    Histogram("job_total_seconds", "Time from job creation to its final status.", _SECONDS),
+    Histogram("image_fetch_seconds", "Time to fetch a job's image from S3.", _STAGE),
+    Histogram("image_decode_seconds", "Time to decode and preprocess a job's image.", _STAGE),
     Histogram("inference_seconds", "Time from submitting a job's pairs to the batcher to its scores.", _STAGE),
     Histogram("batch_pairs", "(Image, text) pairs per model forward.", (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)),
     Histogram("batch_jobs", "Jobs per model forward.", (1, 2, 4, 8, 16, 32, 64, 128)),
 )}
-STAGES = {"fetch": "fetch_seconds", "decode": "decode_seconds", "inference": "inference_seconds"}
+STAGES = {"fetch": "image_fetch_seconds", "decode": "image_decode_seconds", "inference": "inference_seconds"}
 
 # Latency for the stats API: a fine log scale (each bucket 20 % wider than the last, from
 # 1 ms), so that percentiles are good to about 10 % without keeping samples.
@@ -173,10 +173,10 @@ def record_job(client: redis.Redis, job: Job, *, now: float | None = None) -> No
     if code:
         minute[f"code:{code}"] = 1
     if created is not None and started is not None:
-        _observe(pipe, HISTOGRAMS["queue_wait_seconds"], max(0.0, started - created))
+        _observe(pipe, HISTOGRAMS["job_queue_wait_seconds"], max(0.0, started - created))
     if created is not None and finished is not None:
         total = max(0.0, finished - created)
-        _observe(pipe, HISTOGRAMS["total_seconds"], total)
+        _observe(pipe, HISTOGRAMS["job_total_seconds"], total)
         if job.status == Status.SUCCEEDED:
             minute[f"lat:{latency_bucket(total)}"] = 1
     _count_minute(pipe, now, minute)
@@ -250,6 +250,8 @@ class Recorder:
             fn(self.redis, *args, **kwargs)
         except redis.RedisError as exc:
             log.warning("could not record metrics (Redis): %s", exc)
+        except Exception:  # noqa: BLE001 - a metrics bug must not fail the job it measures
+            log.exception("could not record metrics")
 
 
 # --- reading -----------------------------------------------------------------------------

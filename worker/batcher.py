@@ -33,10 +33,12 @@ class BatcherStats:
 class MicroBatcher:
     """Run submitted requests through ``score_fn`` in batches, on one daemon thread."""
 
-    def __init__(self, score_fn: ScoreFn, *, max_pairs: int, max_images: int, max_wait_ms: float) -> None:
+    def __init__(self, score_fn: ScoreFn, *, max_pairs: int, max_images: int, max_wait_ms: float,
+                 on_batch: Callable[[int, int], None] | None = None) -> None:
         if max_pairs < 1 or max_images < 1 or max_wait_ms < 0:
             raise ValueError("max_pairs and max_images must be >= 1 and max_wait_ms >= 0")
         self._score_fn = score_fn
+        self._on_batch = on_batch  # (requests, pairs) of each successful engine call
         self._max_pairs = max_pairs
         self._max_images = max_images
         self._max_wait = max_wait_ms / 1000.0
@@ -140,10 +142,13 @@ class MicroBatcher:
         results = self._score_fn(requests)
         if len(results) != len(requests):
             raise RuntimeError(f"score_fn returned {len(results)} results for {len(requests)} requests")
+        pairs = sum(len(r.texts) for r in requests)
         with self._cond:
             self._batches += 1
             self._requests += len(requests)
-            self._pairs += sum(len(r.texts) for r in requests)
+            self._pairs += pairs
+        if self._on_batch is not None:
+            self._on_batch(len(requests), pairs)
         return results
 
     def _count_failure(self) -> None:

@@ -15,6 +15,7 @@ from celery import Celery
 
 from core.celery_config import PRIORITIES
 from core.jobs import Job, ModelInfo, Status
+from core.metrics import Recorder
 from core.names import VERIFY_QUEUE, VERIFY_TASK, WEBHOOK_QUEUE, WEBHOOK_TASK
 from core.settings import Settings
 from core.store import JobStore
@@ -38,6 +39,7 @@ class Runtime:
         self.name = worker_name()
         self.redis = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=30)
         self.store = JobStore(self.redis, result_ttl_seconds=settings.result_ttl_seconds)
+        self.metrics = Recorder(self.redis)
         self.started_at = time.time()
         self.info: dict[str, Any] = {"queues": list(queues), "pid": os.getpid(), "host": socket.gethostname(),
                                      "started_at": self.started_at, "model_loaded": False}
@@ -69,7 +71,7 @@ class Runtime:
             log.warning("model %s has RANDOM weights: its scores are meaningless", s.model)
         self.engine = engine
         self.batcher = MicroBatcher(engine.score, max_pairs=s.batch_max_pairs, max_images=s.batch_max_images,
-                                    max_wait_ms=s.batch_max_wait_ms)
+                                    max_wait_ms=s.batch_max_wait_ms, on_batch=self.metrics.batch)
         self.info.update(model=loaded.name, revision=loaded.revision, device=str(loaded.device),
                          dtype=str(loaded.dtype).removeprefix("torch."), model_loaded=True,
                          random_weights=loaded.random_weights, load_seconds=round(load_seconds, 3))
@@ -84,6 +86,7 @@ class Runtime:
             max_starts=s.job_max_starts,
             is_alive=lambda name: is_alive(self.redis, name),
             on_finished=self._finished,
+            observe=self.metrics.stage,
         )
 
     # --- tasks ------------------------------------------------------------------------------
@@ -94,6 +97,7 @@ class Runtime:
         self.runner.run(job_id)
 
     def _finished(self, job: Job) -> None:
+        self.metrics.job(job)
         if job.webhook is not None:
             self.app.send_task(WEBHOOK_TASK, args=[job.id], queue=WEBHOOK_QUEUE)
 
