@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     from verifier.keys import add_parser as add_keys_parser
 
     add_keys_parser(sub)
+    from verifier.worker_health import add_parser as add_worker_health_parser
+
+    add_worker_health_parser(sub)
     return parser
 
 
@@ -123,7 +126,14 @@ def _keys(settings: Settings, args: argparse.Namespace) -> int:
     return run_keys(settings, args)
 
 
-_COMMANDS = {"keys": _keys, "api": _api, "worker": _worker, "demo": _demo, "bench": _bench, "model": _model}
+def _worker_health(settings: Settings, args: argparse.Namespace) -> int:
+    from verifier.worker_health import run_worker_health
+
+    return run_worker_health(settings, args)
+
+
+_COMMANDS = {"keys": _keys, "api": _api, "worker": _worker, "demo": _demo, "bench": _bench, "model": _model,
+             "worker-health": _worker_health}
 
 if __name__ == "__main__":
     sys.exit(main())
