@@ -42,10 +42,13 @@ def create_app(settings: Settings, *, enqueuer: Enqueuer | None = None) -> Flask
         "intake": Intake(settings, store, enqueuer or CeleryEnqueuer(settings)),
     }
 
-    from api import health, jobs
+    from api import dashboard, health, jobs, metrics, stats
 
     app.register_blueprint(health.bp)
     app.register_blueprint(jobs.bp)
+    app.register_blueprint(metrics.bp)
+    app.register_blueprint(stats.bp)
+    app.register_blueprint(dashboard.bp)
     init_errors(app)
     return app
 

@@ -11,6 +11,7 @@ from api.schemas import BatchRequest
 from api.validation import json_body, validate
 from core.errors import InvalidField, VerifierError
 from core.jobs import Status
+from core.metrics import Recorder
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 
@@ -76,4 +77,6 @@ def list_jobs() -> Any:
 @bp.delete("/<job_id>")
 def cancel_job(job_id: str) -> Any:
     """Cancel a queued or running job."""
-    return get_store().cancel(job_id, tenant=get_principal().tenant).public()
+    job = get_store().cancel(job_id, tenant=get_principal().tenant)
+    Recorder(get_store().redis).job(job)
+    return job.public()
