@@ -70,11 +70,18 @@ class JobErrorBody(BaseModel):
 
 
 class WebhookState(BaseModel):
+    """Where the delivery of a job's webhook stands (attempts are in the current round)."""
+
     url: str
-    status: str = "pending"
+    status: str = "pending"  # pending | delivered | failed
     attempts: int = 0
     delivered_at: str | None = None
     last_error: str | None = None
+    id: str | None = None  # the webhook-id header: the same on every attempt and redelivery
+    last_attempt_at: str | None = None
+    last_status_code: int | None = None
+    next_attempt_at: str | None = None
+    redeliveries: int = 0
 
 
 def now_rfc3339() -> str:

@@ -104,6 +104,10 @@ class Settings:
     webhook_retry_delays: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000)
     webhook_connect_timeout: float = 3.0
     webhook_read_timeout: float = 10.0
+    webhook_dns_timeout: float = 5.0
+    webhook_retry_after_max: float = 3600.0
+    webhook_max_response_bytes: int = 64 * 1024
+    webhook_poll_seconds: float = 1.0
     # API
     max_request_bytes: int = 1024 * 1024
     auth_enabled: bool = False
@@ -144,6 +148,12 @@ class Settings:
             ("job_max_starts", self.job_max_starts >= 1, "must be at least 1"),
             ("result_ttl_seconds", self.result_ttl_seconds > 0, "must be positive"),
             ("webhook_retry_delays", all(d >= 0 for d in self.webhook_retry_delays), "must be >= 0"),
+            ("webhook_connect_timeout", self.webhook_connect_timeout > 0, "must be positive"),
+            ("webhook_read_timeout", self.webhook_read_timeout > 0, "must be positive"),
+            ("webhook_dns_timeout", self.webhook_dns_timeout > 0, "must be positive"),
+            ("webhook_retry_after_max", self.webhook_retry_after_max >= 0, "must be >= 0"),
+            ("webhook_max_response_bytes", self.webhook_max_response_bytes >= 0, "must be >= 0"),
+            ("webhook_poll_seconds", self.webhook_poll_seconds > 0, "must be positive"),
             ("visibility_timeout_seconds", self.visibility_timeout_seconds > 0, "must be positive"),
         ]
         for name, ok, why in checks:
