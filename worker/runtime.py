@@ -48,6 +48,13 @@ class Runtime:
         self._stop = threading.Event()
         if VERIFY_QUEUE in queues:
             self._load_model()
+        self.webhooks: Any = None
+        if WEBHOOK_QUEUE in queues:
+            from worker.webhooks import WebhookService
+
+            self.webhooks = WebhookService(settings, self.store, self.redis, name=self.name, enqueue=lambda job_id:
+                                           self.app.send_task(WEBHOOK_TASK, args=[job_id], queue=WEBHOOK_QUEUE))
+            self.webhooks.start()
         self._heartbeat = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
         self._heartbeat.start()
 
@@ -96,6 +103,12 @@ class Runtime:
             raise RuntimeError(f"worker {self.name} does not consume {VERIFY_QUEUE!r} and has no model")
         self.runner.run(job_id)
 
+    def deliver_webhook(self, job_id: str) -> None:
+        """Make the webhook attempt due for ``job_id`` (retries are scheduled, not slept on)."""
+        if self.webhooks is None:
+            raise RuntimeError(f"worker {self.name} does not consume {WEBHOOK_QUEUE!r}")
+        self.webhooks.deliver(job_id)
+
     def _finished(self, job: Job) -> None:
         self.metrics.job(job)
         if job.webhook is not None:
@@ -143,6 +156,8 @@ class Runtime:
         self._stop.set()
         if self.batcher is not None:
             self.batcher.close()
+        if self.webhooks is not None:
+            self.webhooks.close()
         try:
             remove_worker(self.redis, self.name)
         except redis.RedisError:
