@@ -46,6 +46,9 @@ def create_app(settings: Settings, *, enqueuer: Enqueuer | None = None) -> Flask
 
     app.register_blueprint(health.bp)
     app.register_blueprint(jobs.bp)
+    from api import webhooks
+
+    app.register_blueprint(webhooks.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(stats.bp)
     app.register_blueprint(dashboard.bp)

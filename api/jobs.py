@@ -9,6 +9,7 @@ from flask import Blueprint, request
 from api.context import get_intake, get_principal, get_store
 from api.schemas import BatchRequest
 from api.validation import json_body, validate
+from api.webhooks import schedule_webhook
 from core.errors import InvalidField, VerifierError
 from core.jobs import Status
 from core.metrics import Recorder
@@ -78,5 +79,7 @@ def list_jobs() -> Any:
 def cancel_job(job_id: str) -> Any:
     """Cancel a queued or running job."""
     job = get_store().cancel(job_id, tenant=get_principal().tenant)
+    if job.webhook is not None:
+        schedule_webhook(job.id)
     Recorder(get_store().redis).job(job)
     return job.public()

@@ -1,14 +1,27 @@
-"""Submission-time checks of webhook URLs (scheme and, with issue 4, the SSRF guard)."""
+"""Submission-time checks of webhook URLs: the scheme and the SSRF guard (core/ssrf.py)."""
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+import logging
 
-from core.errors import InvalidField
+from core.ssrf import CachingResolver, ResolutionFailed, parse_networks, pin
+
+log = logging.getLogger(__name__)
+
+# Submission must answer quickly: a short DNS timeout, and answers shared for a few seconds
+# (a batch of jobs usually names one webhook host).
+DNS_TIMEOUT_SECONDS = 2.0
+_resolver = CachingResolver(ttl=30.0)
 
 
 def check_webhook_url(url: str, *, allowlist: tuple[str, ...] = ()) -> None:
-    """Raise ``InvalidField`` when ``url`` is not an absolute http(s) URL."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidField("webhook_url must be an absolute http(s) URL", code="invalid_webhook_url")
+    """Raise ``InvalidField`` when ``url`` is not an absolute http(s) URL the guard allows.
+
+    A literal address, or a name that resolves to a refused address, is refused now (422
+    ``webhook_url_forbidden``). A name that does not resolve (in time) is accepted: DNS may be
+    down for a moment, and the delivery checks again and fails with ``dns_failed`` if it must.
+    """
+    try:
+        pin(url, allowlist=parse_networks(allowlist), timeout=DNS_TIMEOUT_SECONDS, resolver=_resolver)
+    except ResolutionFailed as exc:
+        log.info("webhook_url accepted without a DNS answer: %s", exc)
