@@ -24,6 +24,7 @@ import redis
 
 from core.errors import Conflict, JobError, MalformedRequest, NotFound, ServiceUnavailable
 from core.jobs import TERMINAL, Job, JobErrorBody, JobResult, Status, now_rfc3339
+from core.deliveries import DUE_KEY as WEBHOOK_DUE_KEY
 from core.names import KEY_PREFIX as P
 
 ALL = "all"
@@ -57,10 +58,12 @@ def decode_cursor(cursor: str) -> str:
 class JobStore:
     """Create, read, transition and list jobs in Redis."""
 
-    def __init__(self, client: redis.Redis, *, result_ttl_seconds: int, clock: Clock = time.time) -> None:
+    def __init__(self, client: redis.Redis, *, result_ttl_seconds: int, clock: Clock = time.time,
+                 webhook_backstop_seconds: float = 60.0) -> None:
         self.redis = client
         self.result_ttl = result_ttl_seconds
         self.clock = clock
+        self.webhook_backstop = webhook_backstop_seconds
 
     # --- keys -----------------------------------------------------------------------
     @staticmethod
@@ -180,6 +183,10 @@ class JobStore:
                 pipe.zadd(f"{P}queued", {job.id: job.created_us / 1_000_000})
             elif before == Status.QUEUED:
                 pipe.zrem(f"{P}queued", job.id)
+            if job.status in TERMINAL and job.webhook is not None and job.webhook.status == "pending":
+                # A backstop in the webhook schedule, written with the final status: if the
+                # process dies before it enqueues the delivery, a webhook poller sends it later.
+                pipe.zadd(WEBHOOK_DUE_KEY, {job.id: self.clock() + self.webhook_backstop}, nx=True)
 
     def start(self, job_id: str, *, worker: str, may_take_over: Callable[[Job], bool] = lambda job: False) -> Job | None:
         """Move a queued job to running under ``worker``; return it, or None if it must not run.

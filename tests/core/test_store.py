@@ -94,3 +94,22 @@ def test_listing_skips_expired_jobs(store: JobStore, redis_client: redis_lib.Red
     listed, cursor = store.list(tenant=tenant, limit=10)
     assert [j.id for j in listed] == [jobs[2].id, jobs[0].id] and cursor is None
     assert store.count(tenant=tenant, status="all") == 2
+
+
+def test_finishing_a_job_with_a_webhook_schedules_a_backstop_delivery(store: JobStore) -> None:
+    from core.deliveries import DUE_KEY
+    from core.jobs import WebhookState
+
+    # Given a job with a webhook that a worker finishes
+    job = _job()
+    job.webhook = WebhookState(url="http://127.0.0.1:9/hook")
+    store.create(job)
+    store.start(job.id, worker="w1")
+    store.succeed(job.id, _result(), worker="w1")
+    # Then the webhook schedule holds it, so a crash before the enqueue loses no delivery
+    due = store.redis.zscore(DUE_KEY, job.id)
+    assert due is not None and due > store.clock()
+    # And a job without a webhook is not scheduled
+    plain, _ = store.create(_job())
+    store.fail(plain.id, ImageInvalid())
+    assert store.redis.zscore(DUE_KEY, plain.id) is None
