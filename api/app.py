@@ -10,6 +10,7 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
 from api.intake import Intake
+from api.limits import TenantQuota
 from api.queue import CeleryEnqueuer, Enqueuer
 from core.errors import PayloadTooLarge, RateLimited, ServiceUnavailable, VerifierError
 from core.settings import Settings
@@ -39,7 +40,8 @@ def create_app(settings: Settings, *, enqueuer: Enqueuer | None = None) -> Flask
         "settings": settings,
         "redis": client,
         "store": store,
-        "intake": Intake(settings, store, enqueuer or CeleryEnqueuer(settings)),
+        "intake": Intake(settings, store, enqueuer or CeleryEnqueuer(settings),
+                         quota=TenantQuota(client, max_queued=settings.tenant_max_queued)),
     }
 
     from api import dashboard, health, jobs, metrics, stats
@@ -53,6 +55,11 @@ def create_app(settings: Settings, *, enqueuer: Enqueuer | None = None) -> Flask
     app.register_blueprint(stats.bp)
     app.register_blueprint(dashboard.bp)
     init_errors(app)
+    from api import auth, limits, openapi
+
+    auth.init_app(app)
+    limits.init_app(app)
+    app.register_blueprint(openapi.bp)
     return app
 
 

@@ -2,29 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, Protocol
 
 from api.queue import Enqueuer
 from api.schemas import JobRequest
 from api.validation import check_deadline, check_image_uri, validate
-from core.errors import ServiceUnavailable
+from core.errors import ServiceUnavailable, VerifierError
 from core.jobs import Job, Mode, WebhookState
+from core.keys import check_image_allowed
 from core.settings import Settings
 from core.store import JobStore, request_hash
+
+
+class Quota(Protocol):
+    def reserve(self, tenant: str, slots: int) -> AbstractContextManager[None]: ...
 
 
 class Intake:
     """Validate, store and enqueue verification jobs."""
 
-    def __init__(self, settings: Settings, store: JobStore, enqueuer: Enqueuer) -> None:
+    def __init__(self, settings: Settings, store: JobStore, enqueuer: Enqueuer, *, quota: Quota | None = None) -> None:
         self.settings = settings
         self.store = store
         self.enqueuer = enqueuer
+        self.quota = quota
 
-    def build(self, body: dict[str, Any], *, tenant: str) -> Job:
-        """Validate a job body and return the job it describes (not yet stored)."""
+    def build(self, body: dict[str, Any], *, tenant: str, buckets: tuple[str, ...] | None = None) -> Job:
+        """Validate a job body and return the job it describes (not yet stored).
+
+        ``buckets`` are the caller's grants (``core.keys``); None skips the check.
+        """
         req = validate(JobRequest, body)
         check_image_uri(req.image)
+        if buckets is not None:
+            check_image_allowed(buckets, req.image)
         check_deadline(req.deadline)
         if req.webhook_url is not None:
             self.check_webhook_url(req.webhook_url)
@@ -47,10 +59,44 @@ class Intake:
 
         check_webhook_url(url, allowlist=self.settings.webhook_allowlist)
 
-    def submit(self, body: dict[str, Any], *, tenant: str, idempotency_key: str | None = None) -> tuple[Job, bool]:
+    def submit(
+        self, body: dict[str, Any], *, tenant: str, buckets: tuple[str, ...] | None = None,
+        idempotency_key: str | None = None,
+    ) -> tuple[Job, bool]:
         """Store and enqueue a job; return ``(job, created)`` (False for an idempotent replay)."""
-        job = self.build(body, tenant=tenant)
-        return self.accept(job, idempotency_key=idempotency_key)
+        job = self.build(body, tenant=tenant, buckets=buckets)
+        with self._reserve(tenant, 1):
+            return self.accept(job, idempotency_key=idempotency_key)
+
+    def submit_many(
+        self, bodies: list[dict[str, Any]], *, tenant: str, buckets: tuple[str, ...] | None = None
+    ) -> list[Job | VerifierError]:
+        """Store and enqueue many jobs; a client error fails its item alone, in order.
+
+        Every valid item counts against the tenant's quota: when they do not all fit, none is
+        accepted (``RateLimited``).
+        """
+        built: list[Job | VerifierError] = []
+        for body in bodies:
+            try:
+                built.append(self.build(body, tenant=tenant, buckets=buckets))
+            except VerifierError as exc:
+                if exc.status >= 500:
+                    raise
+                built.append(exc)
+        with self._reserve(tenant, sum(isinstance(item, Job) for item in built)):
+            return [self._accept_item(item) if isinstance(item, Job) else item for item in built]
+
+    def _accept_item(self, job: Job) -> Job | VerifierError:
+        try:
+            return self.accept(job)[0]
+        except VerifierError as exc:
+            if exc.status >= 500:
+                raise
+            return exc
+
+    def _reserve(self, tenant: str, slots: int) -> AbstractContextManager[None]:
+        return self.quota.reserve(tenant, slots) if self.quota is not None else nullcontext()
 
     def accept(self, job: Job, *, idempotency_key: str | None = None) -> tuple[Job, bool]:
         """Store and enqueue a built job; undo the store write if enqueueing fails."""

@@ -32,7 +32,10 @@ def _idempotency_key() -> str | None:
 def create_job() -> Any:
     """Accept one job."""
     body = json_body(request)
-    job, created = get_intake().submit(body, tenant=get_principal().tenant, idempotency_key=_idempotency_key())
+    principal = get_principal()
+    job, created = get_intake().submit(
+        body, tenant=principal.tenant, buckets=principal.buckets, idempotency_key=_idempotency_key()
+    )
     return job.public(), 202 if created else 200
 
 
@@ -40,17 +43,9 @@ def create_job() -> Any:
 def create_batch() -> Any:
     """Accept up to 1000 jobs; each item succeeds or fails on its own."""
     batch = validate(BatchRequest, json_body(request))
-    intake, tenant = get_intake(), get_principal().tenant
-    results: list[dict[str, Any]] = []
-    for item in batch.jobs:
-        try:
-            job, _ = intake.submit(item, tenant=tenant)
-        except VerifierError as exc:
-            if exc.status >= 500:
-                raise
-            results.append({"error": exc.to_dict()})
-        else:
-            results.append(job.public())
+    principal = get_principal()
+    items = get_intake().submit_many(batch.jobs, tenant=principal.tenant, buckets=principal.buckets)
+    results = [{"error": item.to_dict()} if isinstance(item, VerifierError) else item.public() for item in items]
     return {"jobs": results}, 202
 
 

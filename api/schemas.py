@@ -31,7 +31,11 @@ class JobRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    image: str = Field(description="s3://bucket/key of the image", max_length=1100)
+    image: str = Field(
+        description="s3://bucket/key of the image", max_length=1100,
+        # Documents the shape; core/s3uri.py checks S3's full rules and gives the precise codes.
+        json_schema_extra={"pattern": "^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/"},
+    )
     text: str | None = Field(default=None, description="one claimed caption")
     texts: list[str] | None = Field(
         default=None, description=f"1 to {MAX_TEXTS} claimed captions", min_length=1, max_length=MAX_TEXTS

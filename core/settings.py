@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 PREFIX = "VERIFIER_"
+_RATE_RE = re.compile(r"\d+\s*(/|per)\s*(\d+\s*)?(second|minute|hour|day)s?")
 DEFAULT_MODEL = "Salesforce/blip-itm-base-coco"
 
 
@@ -110,7 +112,7 @@ class Settings:
     webhook_poll_seconds: float = 1.0
     # API
     max_request_bytes: int = 1024 * 1024
-    auth_enabled: bool = False
+    auth_enabled: bool = True
     metrics_public: bool = True
     rate_limit: str = "50/second"
     tenant_max_queued: int = 10_000
@@ -155,6 +157,9 @@ class Settings:
             ("webhook_max_response_bytes", self.webhook_max_response_bytes >= 0, "must be >= 0"),
             ("webhook_poll_seconds", self.webhook_poll_seconds > 0, "must be positive"),
             ("visibility_timeout_seconds", self.visibility_timeout_seconds > 0, "must be positive"),
+            ("rate_limit", bool(_RATE_RE.fullmatch(self.rate_limit)), "must read like '50/second' or '600/minute'"),
+            ("tenant_max_queued", self.tenant_max_queued >= 1, "must be at least 1"),
+            ("max_request_bytes", self.max_request_bytes > 0, "must be positive"),
         ]
         for name, ok, why in checks:
             if not ok:

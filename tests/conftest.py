@@ -97,3 +97,36 @@ def settings(redis_url: str, s3_endpoint: str) -> Settings:
         webhook_allowlist=("127.0.0.0/8",),
         webhook_retry_delays=(0.2, 0.4),
     )
+
+
+@pytest.fixture()
+def make_key(redis_url: str) -> Iterator[Callable[..., tuple[str, str]]]:
+    """Create API keys in the test Redis; return ``(key_id, clear_key)``; delete them afterwards."""
+    from core.keys import KeyStore
+
+    client = redis_lib.Redis.from_url(redis_url)
+    keys = KeyStore(client)
+    made: list[str] = []
+
+    def make(tenant: str = "default", *, buckets: tuple[str, ...] = ("*",), scopes: tuple[str, ...] = ("operator",)) -> tuple[str, str]:
+        record, clear = keys.create(tenant, buckets=buckets, scopes=scopes)
+        made.append(record.id)
+        return record.id, clear
+
+    yield make
+    for key_id in made:
+        client.delete(keys.record_key(key_id))
+        client.srem("cv:apikeys", key_id)
+    client.close()
+
+
+@pytest.fixture()
+def api_key(make_key: Callable[..., tuple[str, str]]) -> str:
+    """Return a clear API key of tenant "default" with every bucket and the operator scope."""
+    return make_key()[1]
+
+
+@pytest.fixture()
+def auth_headers(api_key: str) -> dict[str, str]:
+    """Return the headers that authenticate as ``api_key``."""
+    return {"Authorization": f"Bearer {api_key}"}

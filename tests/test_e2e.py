@@ -20,7 +20,8 @@ def stack(redis_url: str, s3_endpoint: str) -> Iterator[tuple[Settings, str]]:
     """One worker and one API for the module, on a freshly emptied Redis database."""
     redis_lib.Redis.from_url(redis_url).flushdb()
     settings = worker_settings(Settings.from_env(
-        {}, redis_url=redis_url, s3_endpoint_url=s3_endpoint, model="random:tiny", batch_max_wait_ms=5
+        {}, redis_url=redis_url, s3_endpoint_url=s3_endpoint, model="random:tiny", batch_max_wait_ms=5,
+        auth_enabled=False,  # auth is not what these tests are about (tests/api/test_auth.py)
     ))
     with running_worker(settings, name="e2e-worker"), running_api(settings) as base:
         yield settings, base

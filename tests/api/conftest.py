@@ -18,5 +18,8 @@ def app(settings: Settings) -> Iterator[Flask]:
 
 
 @pytest.fixture()
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
+def client(app: Flask, api_key: str) -> FlaskClient:
+    """Return a test client that sends ``api_key`` (tenant "default") on every request."""
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {api_key}"
+    return client

@@ -38,9 +38,9 @@ def test_create_returns_queued_job_document(client: FlaskClient, redis_client: r
     assert got.status_code == 200 and got.get_json() == doc
 
 
-def test_default_threshold_comes_from_settings(settings: Settings) -> None:
+def test_default_threshold_comes_from_settings(settings: Settings, auth_headers: dict[str, str]) -> None:
     app = create_app(Settings.from_env({}, **{**settings.__dict__, "default_threshold": 0.25}))
-    doc = app.test_client().post("/v1/jobs", json=VALID).get_json()
+    doc = app.test_client().post("/v1/jobs", json=VALID, headers=auth_headers).get_json()
     assert doc["threshold"] == 0.25
 
 
@@ -99,9 +99,9 @@ def test_malformed_bodies(client: FlaskClient, raw: bytes, content_type: str, co
     assert _error(resp)["code"] == code
 
 
-def test_body_over_limit_is_413(settings: Settings) -> None:
+def test_body_over_limit_is_413(settings: Settings, auth_headers: dict[str, str]) -> None:
     app = create_app(Settings.from_env({}, **{**settings.__dict__, "max_request_bytes": 2000}))
-    resp = app.test_client().post("/v1/jobs", json={**VALID, "metadata": {"pad": "x" * 3000}})
+    resp = app.test_client().post("/v1/jobs", json={**VALID, "metadata": {"pad": "x" * 3000}}, headers=auth_headers)
     assert resp.status_code == 413
     assert _error(resp)["code"] == "payload_too_large"
 
@@ -183,6 +183,8 @@ def test_redis_down_gives_503_not_a_stack_trace(settings: Settings) -> None:
     dead = f"redis://127.0.0.1:{free_port()}/0"
     app = create_app(Settings.from_env({}, **{**settings.__dict__, "redis_url": dead}))
     client = app.test_client()
+    # Any well-formed key: looking it up needs Redis, which is down.
+    client.environ_base["HTTP_AUTHORIZATION"] = "Bearer cvk_000000000000_" + "A" * 43
     resp = client.post("/v1/jobs", json=VALID)
     assert resp.status_code == 503
     assert _error(resp)["code"] in {"redis_unavailable", "queue_unavailable"}
