@@ -28,6 +28,7 @@ from core.errors import Forbidden, InvalidField, Unauthorized
 from core.jobs import now_rfc3339
 from core.names import KEY_PREFIX as P
 from core.s3uri import parse_s3_uri, validate_bucket_name
+from core.settings import Settings
 
 KEY_SCHEME = "cvk"
 ALL_BUCKETS = "*"
@@ -202,3 +203,12 @@ def check_image_allowed(grants: Iterable[str], uri: str) -> None:
         raise Forbidden(
             f"this API key may not read s3://{bucket}/ under that key; ask for a grant", code="bucket_not_allowed"
         )
+
+
+def create_key_for_demo(settings: Settings, *, bucket: str, tenant: str = "demo") -> str:
+    """Create a key of ``tenant`` that may read ``bucket`` in the configured Redis; return it in clear."""
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+    try:
+        return KeyStore(client).create(tenant, buckets=[bucket])[1]
+    finally:
+        client.close()
