@@ -14,12 +14,13 @@ import redis
 from celery import Celery
 
 from core.celery_config import PRIORITIES
-from core.jobs import Job, ModelInfo, Status
+from core.jobs import Job, ModelInfo
 from core.metrics import Recorder
 from core.names import VERIFY_QUEUE, VERIFY_TASK, WEBHOOK_QUEUE, WEBHOOK_TASK
 from core.settings import Settings
 from core.store import JobStore
 from core.workers import is_alive, remove_worker, write_heartbeat
+from worker.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,12 @@ class Runtime:
             self.webhooks = WebhookService(settings, self.store, self.redis, name=self.name, enqueue=lambda job_id:
                                            self.app.send_task(WEBHOOK_TASK, args=[job_id], queue=WEBHOOK_QUEUE))
             self.webhooks.start()
+        self.watchdog = Watchdog(
+            self.redis, self.store, self._enqueue_verify, name=self.name,
+            interval=settings.worker_heartbeat_seconds,
+            stale_after=max(2 * settings.worker_dead_after_seconds, 10.0),
+            stuck_after=float(settings.visibility_timeout_seconds),
+        )
         self._heartbeat = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
         self._heartbeat.start()
 
@@ -112,7 +119,10 @@ class Runtime:
     def _finished(self, job: Job) -> None:
         self.metrics.job(job)
         if job.webhook is not None:
-            self.app.send_task(WEBHOOK_TASK, args=[job.id], queue=WEBHOOK_QUEUE)
+            try:
+                self.app.send_task(WEBHOOK_TASK, args=[job.id], queue=WEBHOOK_QUEUE)
+            except Exception as exc:  # noqa: BLE001 - the store's backstop schedule sends it later
+                log.warning("could not enqueue the webhook of job %s (%s); the schedule will send it", job.id, exc)
 
     # --- background ---------------------------------------------------------------------
     def _beat(self) -> None:
@@ -134,22 +144,12 @@ class Runtime:
             self._stop.wait(interval)
 
     def requeue_orphans(self) -> int:
-        """Give running jobs whose worker died back to the queue (or fail them as poison)."""
-        lock = self.redis.set("cv:watchdog", self.name, nx=True, px=int(self.settings.worker_heartbeat_seconds * 1000))
-        if not lock:
-            return 0
-        requeued = 0
-        for job_id in self.store.running_jobs(older_than=time.time() - 1.0):
-            job = self.store.get(job_id)
-            if job is None or job.status != Status.RUNNING or is_alive(self.redis, job.worker):
-                continue
-            back = self.store.update(job_id, _requeue_if_orphaned(job.worker))
-            if back is not None:
-                log.warning("job %s lost its worker %s; enqueued again", job_id, job.worker)
-                self.app.send_task(VERIFY_TASK, args=[job_id], queue=VERIFY_QUEUE,
-                                   priority=PRIORITIES.get(back.priority, PRIORITIES["normal"]))
-                requeued += 1
-        return requeued
+        """Run one watchdog pass (see worker/watchdog.py)."""
+        return self.watchdog.sweep()
+
+    def _enqueue_verify(self, job: Job) -> None:
+        self.app.send_task(VERIFY_TASK, args=[job.id], queue=VERIFY_QUEUE,
+                           priority=PRIORITIES.get(job.priority, PRIORITIES["normal"]))
 
     def close(self) -> None:
         """Stop background threads and deregister."""
@@ -162,17 +162,6 @@ class Runtime:
             remove_worker(self.redis, self.name)
         except redis.RedisError:
             pass
-
-
-def _requeue_if_orphaned(dead_worker: str | None) -> Any:
-    def mutate(job: Job) -> bool:
-        if job.status != Status.RUNNING or job.worker != dead_worker:
-            return False
-        job.status = Status.QUEUED
-        job.worker = None
-        return True
-
-    return mutate
 
 
 def create_runtime(settings: Settings, app: Celery, *, queues: tuple[str, ...]) -> Runtime:

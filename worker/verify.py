@@ -8,9 +8,9 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
-from core.errors import Expired, JobError, WorkerCrashed
+from core.errors import Expired, JobError, ServiceUnavailable, WorkerCrashed
 from core.jobs import ImageInfo, Job, JobResult, Mode, ModelInfo, PairResult, Status
 from core.s3uri import parse_s3_uri
 from core.store import JobStore
@@ -19,6 +19,7 @@ from worker.images import decode_image, fetch_image
 from worker.preprocess import prepare_pixels
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class JobRunner:
         is_alive: Callable[[str | None], bool],
         on_finished: Callable[[Job], None] = lambda job: None,
         observe: Callable[[str, float], None] = lambda stage, seconds: None,
+        store_patience: float = 120.0,
     ) -> None:
         self.store = store
         self.s3 = s3
@@ -64,10 +66,11 @@ class JobRunner:
         self.is_alive = is_alive
         self.on_finished = on_finished
         self.observe = observe
+        self.store_patience = store_patience
 
     def run(self, job_id: str) -> Job | None:
         """Run ``job_id`` if it is ours to run; return the job in its final state, or None."""
-        existing = self.store.get(job_id)
+        existing = self._durably(lambda: self.store.get(job_id))
         if existing is None or existing.status.terminal:
             return None
         if existing.starts >= self.max_starts and existing.status in (Status.QUEUED, Status.RUNNING):
@@ -75,7 +78,8 @@ class JobRunner:
                 return self._finish_failed(job_id, WorkerCrashed(
                     f"the job was started {existing.starts} times without finishing; it is not retried again"
                 ), worker=None)
-        job = self.store.start(job_id, worker=self.name, may_take_over=lambda j: not self.is_alive(j.worker))
+        job = self._durably(lambda: self.store.start(
+            job_id, worker=self.name, may_take_over=lambda j: not self.is_alive(j.worker)))
         if job is None:
             return None  # another worker runs it, or it ended meanwhile
         if _expired(job):
@@ -88,13 +92,28 @@ class JobRunner:
         except Exception:  # noqa: BLE001 - one broken job must not take the worker down
             log.exception("job %s failed unexpectedly", job_id)
             return self._finish_failed(job_id, JobError("internal error while scoring; it has been logged"))
-        done = self.store.succeed(job_id, result, worker=self.name)
+        done = self._durably(lambda: self.store.succeed(job_id, result, worker=self.name))
         if done is not None:
             self.on_finished(done)
         return done
 
+    def _durably(self, call: Callable[[], T]) -> T:
+        """Run a store call, waiting out a Redis outage (bounded) rather than losing the job."""
+        deadline = time.monotonic() + self.store_patience
+        delay = 0.2
+        while True:
+            try:
+                return call()
+            except ServiceUnavailable:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("the job store is unreachable; retrying in %.1fs", delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
     def _finish_failed(self, job_id: str, error: JobError, *, worker: str | None = "self") -> Job | None:
-        done = self.store.fail(job_id, error, worker=self.name if worker == "self" else worker)
+        owner = self.name if worker == "self" else worker
+        done = self._durably(lambda: self.store.fail(job_id, error, worker=owner))
         if done is not None:
             self.on_finished(done)
         return done
