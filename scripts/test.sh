@@ -6,6 +6,9 @@ bash scripts/setup.sh
 if [ -f .ci/install-browser.sh ]; then
   bash .ci/install-browser.sh
 fi
+if [ -f .ci/check-compose.sh ]; then
+  bash .ci/check-compose.sh
+fi
 bash scripts/ensure-redis.sh
 . .venv/bin/activate
 exec python -m pytest "$@"
