@@ -54,7 +54,7 @@ def run_system_bench(settings: Settings, *, model: str, n_jobs: int, width: int,
             uris.append(f"s3://{BENCH_BUCKET}/bench/{i}.jpg")
         run = replace(settings, redis_url=redis_url, s3_endpoint_url=endpoint, model=model,
                       batch_max_wait_ms=max(settings.batch_max_wait_ms, 10))
-        headers = prepare_auth(run)
+        headers = prepare_auth(run, BENCH_BUCKET)
         base = stack.start_api(run)
         # Cold start: the first job waits in the queue while the worker process starts.
         first = requests.post(f"{base}/v1/jobs", json={"image": uris[-1], "text": CAPTIONS[0]}, headers=headers,
@@ -62,10 +62,10 @@ def run_system_bench(settings: Settings, *, model: str, n_jobs: int, width: int,
         began = time.perf_counter()
         worker = stack.start_worker(run)
         out["worker_ready_s"] = time.perf_counter() - began
-        while requests.get(f"{base}/v1/jobs/{first}", headers=headers, timeout=10).json()["status"] in (
-            "queued", "running"
+        while requests.get(f"{base}/v1/jobs/{first}", headers=headers, timeout=10).json().get("status") in (
+            "queued", "running", None
         ):
-            time.sleep(0.05)
+            time.sleep(0.1)
         out["cold_start_to_first_result_s"] = time.perf_counter() - began
         jobs = [{"image": uris[i], "text": CAPTIONS[i % len(CAPTIONS)]} for i in range(n_jobs)]
         start = time.perf_counter()
@@ -79,6 +79,42 @@ def run_system_bench(settings: Settings, *, model: str, n_jobs: int, width: int,
     return out
 
 
+def run_int8_row(spec: str, *, n_images: int, repeats: int) -> dict[str, Any]:
+    """Time the engine with int8 dynamic quantisation on distinct images; report its deviation."""
+    import io
+
+    from PIL import Image
+
+    from worker.bench import CAPTIONS, make_jpegs
+    from worker.engine import Engine, EngineRequest
+    from worker.model import load_model
+    from worker.preprocess import prepare_pixels
+
+    jpegs = make_jpegs(n_images, 1920, 1080)
+    scores: dict[str, list[list[Any]]] = {}
+    row: dict[str, Any] = {"pairs": n_images}
+    for quantize in ("none", "int8"):
+        engine = Engine(load_model(spec, quantize=quantize))
+        engine.warmup()
+        best = float("inf")
+        for _ in range(max(repeats, 1)):
+            start = time.perf_counter()
+            requests_ = [EngineRequest(f"img{i}", prepare_pixels(Image.open(io.BytesIO(data)).convert("RGB"),
+                                                                 size=engine.image_size, mean=engine.mean,
+                                                                 std=engine.std), (CAPTIONS[i % len(CAPTIONS)],))
+                         for i, data in enumerate(jpegs)]
+            scores[quantize] = engine.score(requests_)
+            best = min(best, time.perf_counter() - start)
+        row[f"{quantize}_pairs_per_s"] = n_images / best
+        del engine
+        gc.collect()
+    flat = {q: [(p.match_probability, p.cosine_similarity) for r in v for p in r] for q, v in scores.items()}
+    row["max_abs_diff_match_probability"] = max(abs(a[0] - b[0]) for a, b in zip(flat["none"], flat["int8"]))
+    row["max_abs_diff_cosine"] = max(abs(a[1] - b[1]) for a, b in zip(flat["none"], flat["int8"]))
+    row["speedup"] = row["int8_pairs_per_s"] / row["none_pairs_per_s"]
+    return row
+
+
 def run_bench(settings: Settings, args: argparse.Namespace) -> int:
     """Run the engine benchmark, then the system one; print a table and write JSON."""
     from worker.bench import format_table, run_engine_bench
@@ -89,6 +125,13 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
                                repeats=args.repeats)
     gc.collect()
     print(format_table(results), flush=True)
+    if args.int8:
+        say("engine with VERIFIER_QUANTIZE=int8 (dynamic int8 Linear layers) against float32, distinct images")
+        int8 = run_int8_row(args.model, n_images=args.images, repeats=args.repeats)
+        results["int8"] = int8
+        print(f"{'e_engine_int8_distinct_images':32} {int8['pairs']:>5} {'':>7} {int8['int8_pairs_per_s']:>8.3f} "
+              f"{'':>8}   {int8['speedup']:.2f}x float32; max |diff| P(match) "
+              f"{int8['max_abs_diff_match_probability']:.4f}, cosine {int8['max_abs_diff_cosine']:.4f}", flush=True)
     if not args.skip_system:
         say(f"system benchmark: {args.system_jobs} jobs through HTTP + Redis + Celery")
         system = run_system_bench(settings, model=args.model, n_jobs=args.system_jobs, width=1920, height=1080)

@@ -36,9 +36,11 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--images", type=int, default=4, help="distinct images per engine run")
     bench.add_argument("--texts", type=int, default=8, help="texts for the one-image run")
     bench.add_argument("--naive-pairs", type=int, default=4)
-    bench.add_argument("--system-jobs", type=int, default=8)
+    bench.add_argument("--system-jobs", type=int, default=16)
     bench.add_argument("--repeats", type=int, default=2, help="engine passes; the best is reported")
     bench.add_argument("--skip-system", action="store_true")
+    bench.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
+                       help="also time CPU int8 dynamic quantisation and its deviation")
     bench.add_argument("--out", default="bench-results/bench.json")
 
     model = sub.add_parser("model", help="model tools")

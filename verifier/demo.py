@@ -86,13 +86,20 @@ def submit_and_wait(base: str, jobs: list[dict[str, Any]], headers: dict[str, st
     say(f"submitted {len(ids)} jobs; polling")
     deadline = time.monotonic() + timeout
     docs: dict[str, dict[str, Any]] = {}
+    # Jobs finish roughly in the order they were queued: poll the oldest unfinished one, so a
+    # light client (one request at a time) sees every result soon after it is written.
     while len(docs) < len(ids) and time.monotonic() < deadline:
-        for job_id in ids:
-            if job_id not in docs:
-                doc = requests.get(f"{base}/v1/jobs/{job_id}", headers=headers, timeout=10).json()
-                if doc["status"] in ("succeeded", "failed", "canceled"):
-                    docs[job_id] = doc
-        time.sleep(0.25)
+        job_id = next(i for i in ids if i not in docs)
+        resp = requests.get(f"{base}/v1/jobs/{job_id}", headers=headers, timeout=10)
+        if resp.status_code == 429:  # over the key's request rate: wait as told
+            time.sleep(float(resp.headers.get("Retry-After", "1")))
+            continue
+        resp.raise_for_status()
+        doc = resp.json()
+        if doc["status"] in ("succeeded", "failed", "canceled"):
+            docs[job_id] = doc
+        else:
+            time.sleep(0.1)
     return [docs.get(i) or requests.get(f"{base}/v1/jobs/{i}", headers=headers, timeout=10).json() for i in ids]
 
 
@@ -150,13 +157,13 @@ def run_demo(settings: Settings, *, model: str | None = None, keep_running: bool
         stack.close()
 
 
-def prepare_auth(settings: Settings) -> dict[str, str]:
-    """Return request headers for the demo (an API key for a demo tenant when auth is on)."""
+def prepare_auth(settings: Settings, bucket: str = DEMO_BUCKET) -> dict[str, str]:
+    """Return request headers for a local run (an API key that may read ``bucket`` when auth is on)."""
     if not settings.auth_enabled:
         return {}
     from core.keys import create_key_for_demo
 
-    return {"Authorization": f"Bearer {create_key_for_demo(settings, bucket=DEMO_BUCKET)}"}
+    return {"Authorization": f"Bearer {create_key_for_demo(settings, bucket=bucket)}"}
 
 
 if __name__ == "__main__":
