@@ -38,19 +38,8 @@ def wait_for(predicate: Callable[[], T], *, timeout: float = 30.0, interval: flo
 
 def verifier_env(settings: Settings, **extra: str) -> dict[str, str]:
     """Return an environment that gives a ``verifier`` subprocess these settings."""
-    import dataclasses
-    import os
+    from verifier.stack import settings_env
 
-    from core.settings import ENV_NAMES
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VERIFIER_")}
-    for f in dataclasses.fields(settings):
-        value = getattr(settings, f.name)
-        if value is None:
-            continue
-        if isinstance(value, tuple):
-            value = ",".join(str(v) for v in value)
-        env[ENV_NAMES[f.name]] = str(value).lower() if isinstance(value, bool) else str(value)
+    env = settings_env(settings)
     env.update(extra)
-    env["PYTHONUNBUFFERED"] = "1"
     return env

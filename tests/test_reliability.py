@@ -14,7 +14,7 @@ from PIL import Image
 from core.settings import Settings
 from tests.helpers import wait_for
 from tests.redis_server import RedisServer
-from tests.processes import running_api, running_worker, start_worker, wait_job, wait_worker_ready, worker_settings
+from tests.processes import Proc, running_api, running_worker, start_worker, wait_job, wait_worker_ready, worker_settings
 from tests.s3proxy import slow_s3
 
 
@@ -22,6 +22,20 @@ def _jpeg(size: tuple[int, int], color: tuple[int, int, int]) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", size, color).save(buf, format="JPEG")
     return buf.getvalue()
+
+
+def _job_running_on_new_worker(settings: Settings, base: str, uri: str, *, name: str) -> tuple[Proc, str]:
+    """Start a worker, submit a job, and return once that worker is running it."""
+    worker = start_worker(settings, name=name)
+    try:
+        wait_worker_ready(settings, worker)
+        job_id = requests.post(f"{base}/v1/jobs", json={"image": uri, "text": "grass"}, timeout=10).json()["id"]
+        wait_for(lambda: requests.get(f"{base}/v1/jobs/{job_id}", timeout=5).json()["status"] == "running",
+                 timeout=30, what="job running")
+    except BaseException:
+        worker.stop()
+        raise
+    return worker, job_id
 
 
 def test_sigkilled_worker_job_finishes_once(redis_url, s3_endpoint, put_image) -> None:  # type: ignore[no-untyped-def]
@@ -34,12 +48,8 @@ def test_sigkilled_worker_job_finishes_once(redis_url, s3_endpoint, put_image) -
     uri = put_image(data=_jpeg((128, 128), (50, 90, 30)))
     with slow_s3(s3_endpoint, get_delay=30) as slow_endpoint, running_api(base_settings) as base:
         slow = Settings(**dict(base_settings.__dict__, s3_endpoint_url=slow_endpoint))
-        victim = start_worker(slow, name="victim")
+        victim, job_id = _job_running_on_new_worker(slow, base, uri, name="victim")
         try:
-            wait_worker_ready(slow, victim)
-            job_id = requests.post(f"{base}/v1/jobs", json={"image": uri, "text": "grass"}, timeout=10).json()["id"]
-            wait_for(lambda: requests.get(f"{base}/v1/jobs/{job_id}", timeout=5).json()["status"] == "running",
-                     timeout=30, what="job running")
             # When the worker process is killed outright mid-job
             victim.kill()
             victim.popen.wait(10)
@@ -117,12 +127,8 @@ def test_sigterm_finishes_the_in_flight_job(redis_url, s3_endpoint, put_image) -
     uri = put_image(data=_jpeg((64, 64), (9, 90, 9)))
     with slow_s3(s3_endpoint, get_delay=3) as slow_endpoint, running_api(settings) as base:
         slow = Settings(**dict(settings.__dict__, s3_endpoint_url=slow_endpoint))
-        worker = start_worker(slow, name="graceful")
+        worker, job_id = _job_running_on_new_worker(slow, base, uri, name="graceful")
         try:
-            wait_worker_ready(slow, worker)
-            job_id = requests.post(f"{base}/v1/jobs", json={"image": uri, "text": "x"}, timeout=10).json()["id"]
-            wait_for(lambda: requests.get(f"{base}/v1/jobs/{job_id}", timeout=5).json()["status"] == "running",
-                     timeout=30, what="job running")
             worker.kill(signal.SIGTERM)  # warm shutdown: finish what is running, take nothing new
             assert worker.popen.wait(30) == 0, worker.log()[-2000:]
         finally:
