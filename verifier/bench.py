@@ -79,40 +79,56 @@ def run_system_bench(settings: Settings, *, model: str, n_jobs: int, width: int,
     return out
 
 
-def run_int8_row(spec: str, *, n_images: int, repeats: int) -> dict[str, Any]:
-    """Time the engine with int8 dynamic quantisation on distinct images; report its deviation."""
+def run_cpu_variants(spec: str, *, n_images: int, repeats: int) -> dict[str, Any]:
+    """Time the engine on distinct images in float32, int8 (dynamic) and, where the CPU has
+    native bfloat16, bfloat16; report each one's speed-up and deviation from float32."""
     import io
 
     from PIL import Image
 
     from worker.bench import CAPTIONS, make_jpegs
     from worker.engine import Engine, EngineRequest
-    from worker.model import load_model
+    from worker.model import cpu_has_native_bf16, load_model
     from worker.preprocess import prepare_pixels
 
     jpegs = make_jpegs(n_images, 1920, 1080)
-    scores: dict[str, list[list[Any]]] = {}
-    row: dict[str, Any] = {"pairs": n_images}
-    for quantize in ("none", "int8"):
-        engine = Engine(load_model(spec, quantize=quantize))
+    variants = [("float32", "float32", "none"), ("int8", "float32", "int8")]
+    if cpu_has_native_bf16():
+        variants.append(("bfloat16", "bfloat16", "none"))
+    rows: dict[str, Any] = {}
+    scores: dict[str, list[tuple[float, float]]] = {}
+    for name, dtype, quantize in variants:
+        engine = Engine(load_model(spec, device="cpu", dtype=dtype, quantize=quantize))
         engine.warmup()
         best = float("inf")
         for _ in range(max(repeats, 1)):
             start = time.perf_counter()
-            requests_ = [EngineRequest(f"img{i}", prepare_pixels(Image.open(io.BytesIO(data)).convert("RGB"),
-                                                                 size=engine.image_size, mean=engine.mean,
-                                                                 std=engine.std), (CAPTIONS[i % len(CAPTIONS)],))
-                         for i, data in enumerate(jpegs)]
-            scores[quantize] = engine.score(requests_)
+            batch = [EngineRequest(f"img{i}", prepare_pixels(Image.open(io.BytesIO(data)).convert("RGB"),
+                                                             size=engine.image_size, mean=engine.mean,
+                                                             std=engine.std), (CAPTIONS[i % len(CAPTIONS)],))
+                     for i, data in enumerate(jpegs)]
+            out = engine.score(batch)
             best = min(best, time.perf_counter() - start)
-        row[f"{quantize}_pairs_per_s"] = n_images / best
+        scores[name] = [(p.match_probability, p.cosine_similarity) for r in out for p in r]
+        rows[name] = {"pairs": n_images, "pairs_per_s": n_images / best}
         del engine
         gc.collect()
-    flat = {q: [(p.match_probability, p.cosine_similarity) for r in v for p in r] for q, v in scores.items()}
-    row["max_abs_diff_match_probability"] = max(abs(a[0] - b[0]) for a, b in zip(flat["none"], flat["int8"]))
-    row["max_abs_diff_cosine"] = max(abs(a[1] - b[1]) for a, b in zip(flat["none"], flat["int8"]))
-    row["speedup"] = row["int8_pairs_per_s"] / row["none_pairs_per_s"]
-    return row
+    for name, row in rows.items():
+        row["speedup_vs_float32"] = row["pairs_per_s"] / rows["float32"]["pairs_per_s"]
+        row["max_abs_diff_match_probability"] = max(abs(a[0] - b[0]) for a, b in zip(scores["float32"], scores[name]))
+        row["max_abs_diff_cosine"] = max(abs(a[1] - b[1]) for a, b in zip(scores["float32"], scores[name]))
+    return rows
+
+
+def format_variants(rows: dict[str, Any], naive_pairs_per_s: float) -> str:
+    """Render the CPU precision variants as text."""
+    lines = []
+    for name, row in rows.items():
+        lines.append(f"{'e_engine_' + name + '_distinct':32} {row['pairs']:>5} {'':>7} {row['pairs_per_s']:>8.3f} "
+                     f"{row['pairs_per_s'] / naive_pairs_per_s:>8.2f}   {row['speedup_vs_float32']:.2f}x float32; "
+                     f"max |diff| P(match) {row['max_abs_diff_match_probability']:.4f}, "
+                     f"cosine {row['max_abs_diff_cosine']:.4f}")
+    return "\n".join(lines)
 
 
 def run_bench(settings: Settings, args: argparse.Namespace) -> int:
@@ -125,13 +141,10 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
                                repeats=args.repeats)
     gc.collect()
     print(format_table(results), flush=True)
-    if args.int8:
-        say("engine with VERIFIER_QUANTIZE=int8 (dynamic int8 Linear layers) against float32, distinct images")
-        int8 = run_int8_row(args.model, n_images=args.images, repeats=args.repeats)
-        results["int8"] = int8
-        print(f"{'e_engine_int8_distinct_images':32} {int8['pairs']:>5} {'':>7} {int8['int8_pairs_per_s']:>8.3f} "
-              f"{'':>8}   {int8['speedup']:.2f}x float32; max |diff| P(match) "
-              f"{int8['max_abs_diff_match_probability']:.4f}, cosine {int8['max_abs_diff_cosine']:.4f}", flush=True)
+    if args.variants and results["device"] == "cpu":
+        say("engine precision variants on CPU (opt-in: VERIFIER_QUANTIZE=int8, VERIFIER_DTYPE=bfloat16)")
+        results["variants"] = run_cpu_variants(args.model, n_images=args.images, repeats=args.repeats)
+        print(format_variants(results["variants"], results["rows"]["a_naive_per_pair"]["pairs_per_s"]), flush=True)
     if not args.skip_system:
         say(f"system benchmark: {args.system_jobs} jobs through HTTP + Redis + Celery")
         system = run_system_bench(settings, model=args.model, n_jobs=args.system_jobs, width=1920, height=1080)

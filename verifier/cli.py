@@ -39,8 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--system-jobs", type=int, default=16)
     bench.add_argument("--repeats", type=int, default=2, help="engine passes; the best is reported")
     bench.add_argument("--skip-system", action="store_true")
-    bench.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
-                       help="also time CPU int8 dynamic quantisation and its deviation")
+    bench.add_argument("--variants", action=argparse.BooleanOptionalAction, default=True,
+                       help="on CPU, also time int8 and (where native) bfloat16, with their deviation")
     bench.add_argument("--out", default="bench-results/bench.json")
 
     model = sub.add_parser("model", help="model tools")

@@ -149,9 +149,20 @@ def _resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     resolved = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(dtype)
     if resolved is None:
         raise ValueError(f"unknown dtype {dtype!r}; expected auto, float32, float16 or bfloat16")
-    if device.type == "cpu" and resolved != torch.float32:
-        raise ValueError(f"dtype {dtype} is not supported on CPU (half-precision matmuls are far slower there); use float32")
+    if device.type == "cpu" and resolved != torch.float32 and not (
+        resolved == torch.bfloat16 and cpu_has_native_bf16()
+    ):
+        raise ValueError(f"dtype {dtype} is not supported on this CPU (half-precision matmuls are far slower "
+                         "without native bfloat16 instructions); use float32")
     return resolved
+
+
+def cpu_has_native_bf16() -> bool:
+    """Return whether this CPU runs bfloat16 matmuls natively (AVX512-BF16 or AMX), per oneDNN."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def _from_pretrained(spec: str, revision: str | None) -> tuple[Any, Any, BlipImageProcessorPil]:

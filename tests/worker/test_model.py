@@ -90,10 +90,25 @@ def test_unloadable_directory_raises_model_load_error(tmp_path: Path) -> None:
         load_model(str(tmp_path))
 
 
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-def test_half_precision_refused_on_cpu(dtype: str) -> None:
-    with pytest.raises(ValueError, match="not supported on CPU"):
-        load_model("random:tiny", device="cpu", dtype=dtype)
+def test_float16_refused_on_cpu() -> None:
+    with pytest.raises(ValueError, match="not supported on this CPU"):
+        load_model("random:tiny", device="cpu", dtype="float16")
+
+
+def test_bfloat16_on_cpu_only_with_native_instructions(monkeypatch: pytest.MonkeyPatch) -> None:
+    import worker.model as model_module
+
+    # Given a CPU without native bfloat16, the opt-in is refused
+    monkeypatch.setattr(model_module, "cpu_has_native_bf16", lambda: False)
+    with pytest.raises(ValueError, match="not supported on this CPU"):
+        load_model("random:tiny", device="cpu", dtype="bfloat16")
+    # And with it, the model runs in bfloat16 and stays close to float32
+    monkeypatch.setattr(model_module, "cpu_has_native_bf16", lambda: True)
+    reference = load_model("random:tiny", device="cpu")
+    half = load_model("random:tiny", device="cpu", dtype="bfloat16")
+    assert half.dtype == torch.bfloat16 and next(half.model.parameters()).dtype == torch.bfloat16
+    [want], [got] = (Engine(m).score([_request(m, "a", 4, ("a dog on the beach",))]) for m in (reference, half))
+    assert abs(want[0].match_probability - got[0].match_probability) < 0.05
 
 
 def test_int8_quantized_model_stays_close() -> None:
