@@ -91,9 +91,27 @@ class Engine:
             texts.extend(request.texts)
         if not texts:
             return [[] for _ in requests]
+        # Group the pairs by image (a key repeated later in the call joins its first use), run
+        # whole forward passes over at most ``vision_chunk`` distinct images at a time, and put
+        # the scores back in request order. On a CPU (chunk 1) each image's tokens and
+        # cross-attention keys/values stay small and hot in cache; on a GPU the batch fills it.
+        order = sorted(range(len(texts)), key=lambda k: pair_image[k])
+        sorted_images = [pair_image[k] for k in order]
+        itm_list = [0.0] * len(texts)
+        cos_list = [0.0] * len(texts)
         with torch.inference_mode():
-            itm, cos = self._score_pairs(torch.stack(pixels), pair_image, texts)
-        itm_list, cos_list = itm.tolist(), cos.tolist()
+            start = 0
+            for first in range(0, len(pixels), self.vision_chunk):
+                last = min(first + self.vision_chunk, len(pixels))
+                end = start
+                while end < len(order) and sorted_images[end] < last:
+                    end += 1
+                picked = order[start:end]
+                itm, cos = self._score_pairs(torch.stack(pixels[first:last]), [pair_image[k] - first for k in picked],
+                                             [texts[k] for k in picked])
+                for k, p, c in zip(picked, itm.tolist(), cos.tolist()):
+                    itm_list[k], cos_list[k] = p, c
+                start = end
         out: list[list[PairScore]] = []
         start = 0
         for request in requests:

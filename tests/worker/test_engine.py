@@ -144,3 +144,14 @@ def test_bench_runs_and_formats(tmp_path) -> None:  # type: ignore[no-untyped-de
                                repeats=1, matmul_seconds=0.05, out_json=str(out))
     assert set(results["rows"]) == {"a_naive_per_pair", "b_engine_distinct_images", "c_engine_1_image_x_3_texts"}
     assert out.exists() and "pairs/s" in format_table(results)
+
+
+@pytest.mark.parametrize("vision_chunk", [1, 2, 16])
+def test_parity_whatever_the_image_chunk(reference: BlipForImageTextRetrieval, loaded: LoadedModel,
+                                         vision_chunk: int) -> None:
+    # Given a call whose images are split into forward passes of `vision_chunk` images (CPU: 1,
+    # GPU: larger), with a key repeated later in the call
+    engine = Engine(loaded, vision_chunk=vision_chunk)
+    requests = CASES["duplicate_keys"](loaded) + CASES["many_requests"](loaded)
+    # Then every pair still matches transformers' forward, in request order
+    assert _max_diff(engine, reference, loaded, requests) <= TOLERANCE
