@@ -28,7 +28,7 @@ def init_app(app: Flask) -> None:
 
 
 def get_keys() -> KeyStore:
-    return current_app.extensions["verifier"]["keys"]  # type: ignore[no-any-return]
+    return current_app.extensions["verifier"]["keys"]
 
 
 def needs_key(path: str) -> bool:

@@ -25,15 +25,15 @@ ANONYMOUS = Principal(tenant="default")
 
 
 def get_settings() -> Settings:
-    return current_app.extensions["verifier"]["settings"]  # type: ignore[no-any-return]
+    return current_app.extensions["verifier"]["settings"]
 
 
 def get_store() -> JobStore:
-    return current_app.extensions["verifier"]["store"]  # type: ignore[no-any-return]
+    return current_app.extensions["verifier"]["store"]
 
 
 def get_intake() -> Intake:
-    return current_app.extensions["verifier"]["intake"]  # type: ignore[no-any-return]
+    return current_app.extensions["verifier"]["intake"]
 
 
 def get_principal() -> Principal:

@@ -21,7 +21,7 @@ def require_operator() -> None:
 
 
 def get_redis() -> redis.Redis:
-    return current_app.extensions["verifier"]["redis"]  # type: ignore[no-any-return]
+    return current_app.extensions["verifier"]["redis"]
 
 
 def get_broker() -> redis.Redis:
@@ -33,4 +33,4 @@ def get_broker() -> redis.Redis:
             ext["broker"] = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=2, socket_timeout=5)
         else:
             ext["broker"] = ext["redis"]
-    return ext["broker"]  # type: ignore[no-any-return]
+    return ext["broker"]

@@ -10,7 +10,7 @@ from api.app import create_app
 from core.settings import Settings
 
 
-class GunicornServer(BaseApplication):  # type: ignore[misc]
+class GunicornServer(BaseApplication):
     """A gunicorn application that serves ``create_app(settings)``."""
 
     def __init__(self, settings: Settings, options: dict[str, Any]) -> None:

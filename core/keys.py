@@ -19,7 +19,8 @@ import hmac
 import json
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 from dataclasses import dataclass
 
 import redis
@@ -27,6 +28,7 @@ import redis
 from core.errors import Forbidden, InvalidField, Unauthorized
 from core.jobs import now_rfc3339
 from core.names import KEY_PREFIX as P
+from core.redistext import text
 from core.s3uri import parse_s3_uri, validate_bucket_name
 from core.settings import Settings
 
@@ -139,7 +141,7 @@ class KeyStore:
             if self.redis.hsetnx(self.record_key(key_id), "hash", fields["hash"]):
                 break
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(self.record_key(key_id), mapping=fields)
+        pipe.hset(self.record_key(key_id), mapping=dict(fields))  # type: ignore[arg-type]
         pipe.sadd(f"{P}apikeys", key_id)
         pipe.execute()
         return ApiKey(**{**record.__dict__, "id": key_id}), clear
@@ -150,7 +152,7 @@ class KeyStore:
         if not match:
             raise Unauthorized("the API key is not valid", code="invalid_api_key")
         fields = self.redis.hgetall(self.record_key(match.group(1)))
-        stored = fields.get(b"hash", b"").decode()
+        stored = text(fields.get(b"hash", b""))
         # Compare even when the id is unknown, so timing says nothing about which ids exist.
         if not hmac.compare_digest(stored or "0" * 64, _hash(clear_key)) or not stored:
             raise Unauthorized("the API key is not valid", code="invalid_api_key")
@@ -168,7 +170,7 @@ class KeyStore:
 
     def list(self) -> list[ApiKey]:
         """Return every key's record, oldest first."""
-        ids = sorted(m.decode() for m in self.redis.smembers(f"{P}apikeys"))
+        ids = sorted(text(m) for m in self.redis.smembers(f"{P}apikeys"))
         keys = [k for k in (self.get(i) for i in ids) if k is not None]
         return sorted(keys, key=lambda k: (k.created_at, k.id))
 
@@ -182,17 +184,17 @@ class KeyStore:
         return self.get(key_id)
 
 
-def _record(key_id: str, fields: dict[bytes, bytes]) -> ApiKey:
-    def text(name: str) -> str:
-        return fields.get(name.encode(), b"").decode()
+def _record(key_id: str, fields: Mapping[Any, Any]) -> ApiKey:
+    def field(name: str) -> str:
+        return text(fields.get(name.encode(), b""))
 
     return ApiKey(
         id=key_id,
-        tenant=text("tenant"),
-        buckets=tuple(json.loads(text("buckets") or "[]")),
-        scopes=tuple(json.loads(text("scopes") or "[]")),
-        created_at=text("created_at"),
-        revoked_at=text("revoked_at") or None,
+        tenant=field("tenant"),
+        buckets=tuple(json.loads(field("buckets") or "[]")),
+        scopes=tuple(json.loads(field("scopes") or "[]")),
+        created_at=field("created_at"),
+        revoked_at=field("revoked_at") or None,
     )
 
 

@@ -257,7 +257,7 @@ class Recorder:
 # --- reading -----------------------------------------------------------------------------
 
 
-def _decode_hash(raw: Mapping[bytes, bytes]) -> dict[str, str]:
+def _decode_hash(raw: Mapping[Any, Any]) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in raw.items()}
 
 

@@ -13,6 +13,7 @@ Keys (all under ``cv:``):
 from __future__ import annotations
 
 import base64
+import builtins
 import binascii
 import hashlib
 import json
@@ -26,6 +27,7 @@ from core.errors import Conflict, JobError, MalformedRequest, NotFound, ServiceU
 from core.jobs import TERMINAL, Job, JobErrorBody, JobResult, Status, now_rfc3339
 from core.deliveries import DUE_KEY as WEBHOOK_DUE_KEY
 from core.names import KEY_PREFIX as P
+from core.redistext import text
 
 ALL = "all"
 
@@ -101,7 +103,7 @@ class JobStore:
 
     def _replay(self, idem_key: str, job: Job) -> Job:
         existing_id = self.redis.get(idem_key)
-        existing = self.get(existing_id.decode()) if existing_id else None
+        existing = self.get(text(existing_id)) if existing_id else None
         if existing is None:
             # The first request is still being written (or expired): ask the client to retry.
             raise Conflict("a request with this Idempotency-Key is in progress", code="idempotency_in_progress")
@@ -259,15 +261,15 @@ class JobStore:
     # --- listing --------------------------------------------------------------------
     def list(
         self, *, tenant: str, status: str | None = None, limit: int = 50, cursor: str | None = None
-    ) -> tuple[list[Job], str | None]:
+    ) -> tuple[builtins.list[Job], str | None]:
         """Return up to ``limit`` jobs newest first, and the cursor of the next page (or None)."""
         key = self.index_key(tenant, status or ALL)
         top = f"({decode_cursor(cursor)}" if cursor else "+"
-        jobs: list[Job] = []
+        jobs: builtins.list[Job] = []
         with self._guard():
             while len(jobs) < limit:
                 want = limit - len(jobs)
-                members = [m.decode() for m in self.redis.zrevrangebylex(key, top, "-", start=0, num=want + 1)]
+                members = [text(m) for m in self.redis.zrevrangebylex(key, top, "-", start=0, num=want + 1)]
                 if not members:
                     return jobs, None
                 page, more = members[:want], len(members) > want
@@ -281,10 +283,10 @@ class JobStore:
                     return jobs, None
             return jobs, encode_cursor(top[1:])
 
-    def running_jobs(self, *, older_than: float) -> list[str]:
+    def running_jobs(self, *, older_than: float) -> builtins.list[str]:
         """Return ids of jobs running since before ``older_than`` (epoch seconds)."""
         with self._guard():
-            return [m.decode() for m in self.redis.zrangebyscore(f"{P}running", "-inf", older_than)]
+            return [text(m) for m in self.redis.zrangebyscore(f"{P}running", "-inf", older_than)]
 
     def count(self, *, tenant: str, status: str) -> int:
         """Return how many jobs of ``tenant`` are in ``status`` (index entries)."""
@@ -303,10 +305,9 @@ class _RedisGuard:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         if exc is not None and isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
             raise ServiceUnavailable("the job store (Redis) is unreachable", code="redis_unavailable") from exc
-        return False
 
 
 def request_hash(body: dict[str, Any]) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 import redis
 
 from core.names import KEY_PREFIX as P
+from core.redistext import text
 
 REGISTRY = f"{P}workers"
 
@@ -43,7 +44,7 @@ def list_workers(client: redis.Redis, *, keep_dead_for: float = 3600.0) -> list[
     """Return every worker seen recently, with ``alive`` set from its heartbeat."""
     now = time.time()
     client.zremrangebyscore(REGISTRY, "-inf", now - keep_dead_for)
-    names = [n.decode() for n in client.zrevrange(REGISTRY, 0, -1)]
+    names = [text(n) for n in client.zrevrange(REGISTRY, 0, -1)]
     if not names:
         return []
     raws = client.mget([worker_key(n) for n in names])

@@ -11,4 +11,5 @@ if [ -f .ci/check-compose.sh ]; then
 fi
 bash scripts/ensure-redis.sh
 . .venv/bin/activate
+python -m mypy   # the packages are typed; keep them clean (config in pyproject.toml)
 exec python -m pytest "$@"

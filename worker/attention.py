@@ -41,7 +41,7 @@ def _text_forward(
         raise NotImplementedError("the SDPA attention patch does not support a KV cache (decoding)")
     is_cross = encoder_hidden_states is not None
     mask = encoder_attention_mask if is_cross else attention_mask
-    current = encoder_hidden_states if is_cross else hidden_states
+    current = encoder_hidden_states if encoder_hidden_states is not None else hidden_states
     head = self.attention_head_size
     query = self.query(hidden_states).view(*hidden_states.shape[:-1], -1, head).transpose(1, 2)
     key = self.key(current).view(*current.shape[:-1], -1, head).transpose(1, 2)
@@ -60,7 +60,7 @@ def enable_sdpa(model: nn.Module) -> int:
         if isinstance(module, BlipAttention):
             module.forward = types.MethodType(_vision_forward, module)  # type: ignore[method-assign]
         elif isinstance(module, BlipTextSelfAttention):
-            module.forward = types.MethodType(_text_forward, module)  # type: ignore[method-assign]
+            module.forward = types.MethodType(_text_forward, module)
         else:
             continue
         patched += 1

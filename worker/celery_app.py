@@ -19,9 +19,9 @@ def create_celery(settings: Settings, *, queues: tuple[str, ...] = (VERIFY_QUEUE
     app = Celery("caption-verifier")
     app.conf.update(celery_config(settings))
     app.conf.worker_pool = "threads"
-    app.verifier_settings = settings  # type: ignore[attr-defined]
-    app.verifier_queues = queues  # type: ignore[attr-defined]
-    app.runtime = None  # type: ignore[attr-defined]
+    app.verifier_settings = settings
+    app.verifier_queues = queues
+    app.runtime = None
 
     from worker.tasks import register_tasks
 
@@ -31,10 +31,10 @@ def create_celery(settings: Settings, *, queues: tuple[str, ...] = (VERIFY_QUEUE
     def _start_runtime(sender: Any = None, **_: Any) -> None:
         # Load the model in the worker's own process before it consumes anything; the
         # threads pool never forks, so CUDA is initialised once, here.
-        if getattr(sender, "app", None) is app and app.runtime is None:  # type: ignore[attr-defined]
+        if getattr(sender, "app", None) is app and getattr(app, "runtime", None) is None:
             from worker.runtime import create_runtime
 
-            app.runtime = create_runtime(settings, app, queues=app.verifier_queues)  # type: ignore[attr-defined]
+            setattr(app, "runtime", create_runtime(settings, app, queues=queues))  # noqa: B010
 
     @signals.worker_shutdown.connect(weak=False)
     def _stop_runtime(sender: Any = None, **_: Any) -> None:

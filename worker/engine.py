@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -50,7 +51,7 @@ class Engine:
         self.vision_chunk = vision_chunk or (1 if loaded.device.type == "cpu" else 16)
         if use_sdpa:
             enable_sdpa(self.model)
-        text_config = self.model.config.text_config
+        text_config: Any = self.model.config.text_config
         self.num_heads = int(text_config.num_attention_heads)
         self.max_length = min(int(text_config.max_position_embeddings), int(loaded.tokenizer.model_max_length))
 

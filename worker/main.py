@@ -29,7 +29,7 @@ def run_worker(settings: Settings, *, queues: tuple[str, ...], concurrency: int 
     app = create_celery(settings, queues=queues)
     try:
         # Load the model before consuming: a worker whose model cannot load must not take jobs.
-        app.runtime = create_runtime(settings, app, queues=queues)  # type: ignore[attr-defined]
+        app.runtime = create_runtime(settings, app, queues=queues)
     except ModelLoadError as exc:
         print(f"verifier worker: cannot load model {settings.model!r}: {exc}", file=sys.stderr)
         return 1
@@ -42,7 +42,7 @@ def run_worker(settings: Settings, *, queues: tuple[str, ...], concurrency: int 
     try:
         app.worker_main(argv)
     finally:
-        app.runtime.close()  # type: ignore[attr-defined]
+        app.runtime.close()
     return 0
 
 

@@ -170,9 +170,9 @@ def _from_pretrained(spec: str, revision: str | None) -> tuple[Any, Any, BlipIma
         raise ModelLoadError(f"model directory {spec!r} does not exist")
     path = os.path.expanduser(spec) if os.path.isdir(os.path.expanduser(spec)) else spec
     try:
-        model = BlipForImageTextRetrieval.from_pretrained(path, revision=revision)
-        tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
-        processor = BlipImageProcessorPil.from_pretrained(path, revision=revision)
+        model = BlipForImageTextRetrieval.from_pretrained(path, revision=revision or "main")
+        tokenizer = AutoTokenizer.from_pretrained(path, revision=revision or "main")
+        processor = BlipImageProcessorPil.from_pretrained(path, revision=revision or "main")
     except Exception as exc:  # hub, network, file and format errors all mean "cannot load"
         raise ModelLoadError(f"cannot load model {spec!r} (revision {revision or 'default'}): {exc}") from exc
     return model, tokenizer, processor
@@ -190,7 +190,7 @@ def load_model(
         raise ValueError("int8 dynamic quantization runs on CPU in float32 only")
     if spec.startswith(RANDOM_PREFIX):
         size = spec[len(RANDOM_PREFIX):]
-        model = build_random_model(size)
+        model: Any = build_random_model(size)
         tokenizer = build_tokenizer(model.config.text_config.vocab_size if size == "base" else None)
         vc = model.config.vision_config
         image_size, mean, std = vc.image_size, tuple(OPENAI_CLIP_MEAN), tuple(OPENAI_CLIP_STD)

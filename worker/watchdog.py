@@ -26,6 +26,7 @@ from core.jobs import Job, Status
 from core.metrics import queue_depths
 from core.names import KEY_PREFIX as P
 from core.names import VERIFY_QUEUE
+from core.redistext import text
 from core.store import JobStore
 from core.workers import is_alive
 
@@ -62,7 +63,7 @@ class Watchdog:
         if sum(queue_depths(self.redis, [VERIFY_QUEUE]).values()) == 0:
             cutoff = now - self.stale_after
             for raw in self.redis.zrangebyscore(f"{P}queued", "-inf", cutoff, start=0, num=500):
-                job = self.store.get(raw.decode())
+                job = self.store.get(text(raw))
                 if job is not None and job.status == Status.QUEUED and self._requeue(job, reason="it was lost"):
                     count += 1
         return count

@@ -42,7 +42,7 @@ class _Pinned:
     _dns_host: str
 
     def __init__(self, *args: Any, pinned_address: str, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        super().__init__(*args, **kwargs)
         self.pinned_address = pinned_address
 
     def _new_conn(self) -> Any:
