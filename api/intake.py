@@ -65,6 +65,11 @@ class Intake:
     ) -> tuple[Job, bool]:
         """Store and enqueue a job; return ``(job, created)`` (False for an idempotent replay)."""
         job = self.build(body, tenant=tenant, buckets=buckets)
+        if idempotency_key:
+            # A replay returns the job it already created and takes no new quota slot.
+            earlier = self.store.find_replay(job, idempotency_key)
+            if earlier is not None:
+                return earlier, False
         with self._reserve(tenant, 1):
             return self.accept(job, idempotency_key=idempotency_key)
 

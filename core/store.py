@@ -113,6 +113,17 @@ class JobStore:
             )
         return existing
 
+    def find_replay(self, job: Job, idempotency_key: str) -> Job | None:
+        """Return the job an earlier request with this key created, or None if the key is new.
+
+        Raises ``Conflict`` when the key was used with another body (or is still being written).
+        """
+        idem_key = f"{P}idem:{job.tenant}:{idempotency_key}"
+        with self._guard():
+            if not self.redis.exists(idem_key):
+                return None
+            return self._replay(idem_key, job)
+
     def release_idempotency_key(self, tenant: str, key: str) -> None:
         """Forget an idempotency key (used when enqueueing its job failed)."""
         with self._guard():

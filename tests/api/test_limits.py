@@ -79,6 +79,22 @@ def test_quota_holds_across_processes_and_counts_batch_items(two_apis: list[str]
     assert requests.post(f"{two_apis[0]}/v1/jobs", json=VALID, headers=_bearer(other), timeout=5).status_code == 202
 
 
+@pytest.mark.api_settings(tenant_max_queued=1, rate_limit="1000/second")
+def test_idempotent_replay_at_a_full_quota_returns_the_job(two_apis: list[str], make_key: MakeKey) -> None:
+    key = make_key("replay-" + make_key("x")[0])[1]
+    headers = {**_bearer(key), "Idempotency-Key": "post-1"}
+    # Given a tenant whose one queued job fills its quota
+    first = requests.post(f"{two_apis[0]}/v1/jobs", json=VALID, headers=headers, timeout=5)
+    assert first.status_code == 202
+    # When the client retries the same request (say its first answer was lost)
+    again = requests.post(f"{two_apis[1]}/v1/jobs", json=VALID, headers=headers, timeout=5)
+    # Then it gets the job it created, not a 429
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+    # While a new job is still over the quota
+    other = requests.post(f"{two_apis[1]}/v1/jobs", json=VALID, headers=_bearer(key), timeout=5)
+    assert other.status_code == 429 and other.json()["error"]["code"] == "tenant_quota_exceeded"
+
+
 def _raw_post(base: str, head: bytes, body_chunks: list[bytes]) -> tuple[int, bytes]:
     host, port = base.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
