@@ -6,9 +6,9 @@ import time
 from typing import Any
 
 import redis
-from flask import Blueprint, current_app
+from flask import Blueprint
 
-from api.context import get_settings
+from api.context import get_redis, get_settings
 from core.workers import list_workers
 
 bp = Blueprint("health", __name__)
@@ -23,7 +23,7 @@ def healthz() -> Any:
 @bp.get("/readyz")
 def readyz() -> Any:
     """Say whether Redis answers and a worker with a warm model was seen recently."""
-    client: redis.Redis = current_app.extensions["verifier"]["redis"]
+    client = get_redis()
     settings = get_settings()
     checks: dict[str, Any] = {}
     try:

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 from api.queue import Enqueuer
 from api.schemas import JobRequest
 from api.validation import check_deadline, check_image_uri, validate
+from api.webhook_check import check_webhook_url
 from core.errors import ServiceUnavailable, VerifierError
 from core.jobs import Job, Mode, WebhookState
 from core.keys import check_image_allowed
@@ -39,7 +40,7 @@ class Intake:
             check_image_allowed(buckets, req.image)
         check_deadline(req.deadline)
         if req.webhook_url is not None:
-            self.check_webhook_url(req.webhook_url)
+            check_webhook_url(req.webhook_url, allowlist=self.settings.webhook_allowlist)
         return Job(
             image=req.image,
             texts=req.claimed_texts(),
@@ -52,12 +53,6 @@ class Intake:
             tenant=tenant,
             request_hash=request_hash(body),
         )
-
-    def check_webhook_url(self, url: str) -> None:
-        """Refuse webhook URLs that cannot be delivered to (scheme, SSRF guard)."""
-        from api.webhook_check import check_webhook_url
-
-        check_webhook_url(url, allowlist=self.settings.webhook_allowlist)
 
     def submit(
         self, body: dict[str, Any], *, tenant: str, buckets: tuple[str, ...] | None = None,

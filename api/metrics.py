@@ -14,7 +14,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from api.context import get_settings
-from api.ops import get_broker, require_operator
+from api.auth import require_scope
+from api.context import get_broker
 from core import metrics
 from core.workers import list_workers
 
@@ -113,5 +114,5 @@ def _registry() -> CollectorRegistry:
 def prometheus_metrics() -> Any:
     """Return every figure in Prometheus text format (``redis_up`` 0 when Redis is down)."""
     if not get_settings().metrics_public:
-        require_operator()
+        require_scope("operator")
     return Response(generate_latest(_registry()), mimetype=CONTENT_TYPE_LATEST)

@@ -6,8 +6,8 @@ from typing import Any
 
 from flask import Blueprint, request
 
-from api.context import get_settings
-from api.ops import get_broker, get_redis, require_operator
+from api.auth import require_scope
+from api.context import get_broker, get_redis, get_settings
 from core.errors import InvalidField
 from core.stats import build_stats
 
@@ -18,7 +18,7 @@ MAX_WINDOW_MINUTES = 60
 
 @bp.before_request
 def _operators_only() -> None:
-    require_operator()
+    require_scope("operator")
 
 
 @bp.get("")

@@ -84,9 +84,19 @@ class WebhookState(BaseModel):
     redeliveries: int = 0
 
 
+def epoch_to_rfc3339(epoch: float) -> str:
+    """Return epoch seconds as UTC RFC 3339 with milliseconds, the form job documents use."""
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def now_rfc3339() -> str:
     """Return the current UTC time in RFC 3339 with milliseconds."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return epoch_to_rfc3339(datetime.now(timezone.utc).timestamp())
+
+
+def rfc3339_to_epoch(value: str | None) -> float | None:
+    """Return the epoch seconds of an RFC 3339 time from a job document (None for None)."""
+    return None if not value else datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 def new_job_id() -> str:

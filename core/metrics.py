@@ -22,7 +22,6 @@ import logging
 import math
 import re
 import time
-from datetime import datetime
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +29,7 @@ from typing import Any
 import redis
 
 from core.celery_config import PRIORITY_STEPS
-from core.jobs import Job, Status
+from core.jobs import Job, Status, rfc3339_to_epoch
 from core.names import KEY_PREFIX, VERIFY_QUEUE, WEBHOOK_QUEUE
 
 log = logging.getLogger(__name__)
@@ -130,13 +129,6 @@ def minute_key(minute: int) -> str:
     return f"{M}min:{minute}"
 
 
-def parse_time(value: str | None) -> float | None:
-    """Return the epoch seconds of an RFC 3339 timestamp from a job document."""
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-
-
 def _label(value: str | None, default: str = "none") -> str:
     """Keep label values low-cardinality and safe: unknown shapes collapse to ``other``."""
     if not value:
@@ -161,12 +153,18 @@ def _count_minute(pipe: Any, now: float, fields: Mapping[str, int]) -> None:
     pipe.expire(key, MINUTE_TTL)
 
 
-def record_job(client: redis.Redis, job: Job, *, now: float | None = None) -> None:
-    """Count a job that reached its final status, with its queue wait and total time."""
+def record_job(client: redis.Redis, job: Job, *, stages: Mapping[str, float] | None = None,
+               now: float | None = None) -> None:
+    """Count a job that reached its final status, with its queue wait, total and stage times.
+
+    ``stages`` (``fetch``, ``decode``, ``inference`` seconds) go in the same round trip, so a
+    job costs the worker one metrics write.
+    """
     now = time.time() if now is None else now
     status = job.status.value
     code = _label(job.error.code, "internal") if job.error is not None and job.status != Status.SUCCEEDED else ""
-    created, started, finished = parse_time(job.created_at), parse_time(job.started_at), parse_time(job.finished_at)
+    created, started, finished = (
+        rfc3339_to_epoch(job.created_at), rfc3339_to_epoch(job.started_at), rfc3339_to_epoch(job.finished_at))
     pipe = client.pipeline(transaction=False)
     pipe.hincrby(f"{M}jobs", f"{status}|{code}", 1)
     minute: dict[str, int] = {status: 1}
@@ -180,6 +178,8 @@ def record_job(client: redis.Redis, job: Job, *, now: float | None = None) -> No
         if job.status == Status.SUCCEEDED:
             minute[f"lat:{latency_bucket(total)}"] = 1
     _count_minute(pipe, now, minute)
+    for stage, seconds in (stages or {}).items():
+        _observe_stage(pipe, stage, seconds)
     if job.status == Status.FAILED:
         entry = {"id": job.id, "code": code, "message": job.error.message if job.error else "",
                  "at": job.finished_at, "ts": now}
@@ -188,14 +188,10 @@ def record_job(client: redis.Redis, job: Job, *, now: float | None = None) -> No
     pipe.execute()
 
 
-def record_stage(client: redis.Redis, stage: str, seconds: float) -> None:
-    """Observe the time one job spent in a stage: ``fetch``, ``decode`` or ``inference``."""
+def _observe_stage(pipe: Any, stage: str, seconds: float) -> None:
     hist = HISTOGRAMS.get(STAGES.get(stage, ""))
-    if hist is None:
-        return
-    pipe = client.pipeline(transaction=False)
-    _observe(pipe, hist, seconds)
-    pipe.execute()
+    if hist is not None:
+        _observe(pipe, hist, seconds)
 
 
 def record_batch(client: redis.Redis, jobs: int, pairs: int) -> None:
@@ -233,11 +229,8 @@ class Recorder:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
 
-    def job(self, job: Job) -> None:
-        self._safely(record_job, job)
-
-    def stage(self, stage: str, seconds: float) -> None:
-        self._safely(record_stage, stage, seconds)
+    def job(self, job: Job, *, stages: Mapping[str, float] | None = None) -> None:
+        self._safely(record_job, job, stages=stages)
 
     def batch(self, jobs: int, pairs: int) -> None:
         self._safely(record_batch, jobs, pairs)

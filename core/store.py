@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import redis
 
-from core.errors import Conflict, JobError, MalformedRequest, NotFound, ServiceUnavailable
+from core.errors import Conflict, JobError, MalformedRequest, NotFound, ServiceUnavailable, WorkerCrashed
 from core.jobs import TERMINAL, Job, JobErrorBody, JobResult, Status, now_rfc3339
 from core.deliveries import DUE_KEY as WEBHOOK_DUE_KEY
 from core.names import KEY_PREFIX as P
@@ -201,14 +201,23 @@ class JobStore:
                 # process dies before it enqueues the delivery, a webhook poller sends it later.
                 pipe.zadd(WEBHOOK_DUE_KEY, {job.id: self.clock() + self.webhook_backstop}, nx=True)
 
-    def start(self, job_id: str, *, worker: str, may_take_over: Callable[[Job], bool] = lambda job: False) -> Job | None:
+    def start(self, job_id: str, *, worker: str, may_take_over: Callable[[Job], bool] = lambda job: False,
+              max_starts: int | None = None) -> Job | None:
         """Move a queued job to running under ``worker``; return it, or None if it must not run.
 
         A job already running is taken over only when ``may_take_over`` says its worker is gone.
+        A job already started ``max_starts`` times is failed ``worker_crashed`` instead (poison):
+        the returned job then has status ``failed``.
         """
 
         def mutate(job: Job) -> bool:
             if job.status == Status.QUEUED or (job.status == Status.RUNNING and may_take_over(job)):
+                if max_starts is not None and job.starts >= max_starts:
+                    job.status = Status.FAILED
+                    job.error = JobErrorBody(code=WorkerCrashed.code, message=(
+                        f"the job was started {job.starts} times without finishing; it is not retried again"))
+                    job.finished_at = now_rfc3339()
+                    return True
                 job.status = Status.RUNNING
                 job.worker = worker
                 job.started_at = now_rfc3339()

@@ -144,7 +144,9 @@ def run_demo(settings: Settings, *, model: str | None = None, keep_running: bool
         print_table(docs, meaningful)
         say(f"done in {time.monotonic() - began:.1f}s; logs in {stack.log_dir}")
         if keep_running:
-            say(f"API at {base}; press Ctrl-C to stop")
+            key = headers.get("Authorization", "").removeprefix("Bearer ")
+            say(f"API at {base}, dashboard at {base}/dashboard" + (f", API key {key}" if key else "")
+                + "; press Ctrl-C to stop")
             while True:
                 time.sleep(3600)
         return 0

@@ -100,7 +100,6 @@ class Runtime:
             max_starts=s.job_max_starts,
             is_alive=lambda name: is_alive(self.redis, name),
             on_finished=self._finished,
-            observe=self.metrics.stage,
         )
 
     # --- tasks ------------------------------------------------------------------------------
@@ -116,8 +115,8 @@ class Runtime:
             raise RuntimeError(f"worker {self.name} does not consume {WEBHOOK_QUEUE!r}")
         self.webhooks.deliver(job_id)
 
-    def _finished(self, job: Job) -> None:
-        self.metrics.job(job)
+    def _finished(self, job: Job, stages: dict[str, float]) -> None:
+        self.metrics.job(job, stages=stages)
         if job.webhook is not None:
             try:
                 self.app.send_task(WEBHOOK_TASK, args=[job.id], queue=WEBHOOK_QUEUE)

@@ -7,12 +7,10 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, TypeVar
 
-from core.errors import Expired, JobError, ServiceUnavailable, WorkerCrashed
-from core.jobs import ImageInfo, Job, JobResult, Mode, ModelInfo, PairResult, Status
-from core.s3uri import parse_s3_uri
+from core.errors import Expired, JobError, ServiceUnavailable
+from core.jobs import ImageInfo, Job, JobResult, Mode, ModelInfo, PairResult, Status, rfc3339_to_epoch
 from core.store import JobStore
 from worker.engine import EngineRequest, PairScore
 from worker.images import decode_image, fetch_image
@@ -51,8 +49,7 @@ class JobRunner:
         worker_name: str,
         max_starts: int,
         is_alive: Callable[[str | None], bool],
-        on_finished: Callable[[Job], None] = lambda job: None,
-        observe: Callable[[str, float], None] = lambda stage, seconds: None,
+        on_finished: Callable[[Job, dict[str, float]], None] = lambda job, stages: None,
         store_patience: float = 120.0,
     ) -> None:
         self.store = store
@@ -65,36 +62,32 @@ class JobRunner:
         self.max_starts = max_starts
         self.is_alive = is_alive
         self.on_finished = on_finished
-        self.observe = observe
         self.store_patience = store_patience
 
     def run(self, job_id: str) -> Job | None:
         """Run ``job_id`` if it is ours to run; return the job in its final state, or None."""
-        existing = self._durably(lambda: self.store.get(job_id))
-        if existing is None or existing.status.terminal:
-            return None
-        if existing.starts >= self.max_starts and existing.status in (Status.QUEUED, Status.RUNNING):
-            if existing.status == Status.QUEUED or not self.is_alive(existing.worker):
-                return self._finish_failed(job_id, WorkerCrashed(
-                    f"the job was started {existing.starts} times without finishing; it is not retried again"
-                ), worker=None)
         job = self._durably(lambda: self.store.start(
-            job_id, worker=self.name, may_take_over=lambda j: not self.is_alive(j.worker)))
+            job_id, worker=self.name, may_take_over=lambda j: not self.is_alive(j.worker),
+            max_starts=self.max_starts))
         if job is None:
-            return None  # another worker runs it, or it ended meanwhile
+            return None  # missing, finished, or running on a live worker
+        if job.status == Status.FAILED:  # started too often without finishing: a poison job
+            self.on_finished(job, {})
+            return job
         if _expired(job):
             return self._finish_failed(job_id, Expired("the job's deadline passed before it ran"))
+        stages: dict[str, float] = {}
         try:
-            result = self._score(job)
+            result = self._score(job, stages)
         except JobError as exc:
             log.info("job %s failed: %s (%s)", job_id, exc.code, exc.message)
-            return self._finish_failed(job_id, exc)
+            return self._finish_failed(job_id, exc, stages)
         except Exception:  # noqa: BLE001 - one broken job must not take the worker down
             log.exception("job %s failed unexpectedly", job_id)
-            return self._finish_failed(job_id, JobError("internal error while scoring; it has been logged"))
+            return self._finish_failed(job_id, JobError("internal error while scoring; it has been logged"), stages)
         done = self._durably(lambda: self.store.succeed(job_id, result, worker=self.name))
         if done is not None:
-            self.on_finished(done)
+            self.on_finished(done, stages)
         return done
 
     def _durably(self, call: Callable[[], T]) -> T:
@@ -111,26 +104,24 @@ class JobRunner:
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    def _finish_failed(self, job_id: str, error: JobError, *, worker: str | None = "self") -> Job | None:
-        owner = self.name if worker == "self" else worker
-        done = self._durably(lambda: self.store.fail(job_id, error, worker=owner))
+    def _finish_failed(self, job_id: str, error: JobError, stages: dict[str, float] | None = None) -> Job | None:
+        done = self._durably(lambda: self.store.fail(job_id, error, worker=self.name))
         if done is not None:
-            self.on_finished(done)
+            self.on_finished(done, stages or {})
         return done
 
-    def _score(self, job: Job) -> JobResult:
+    def _score(self, job: Job, stages: dict[str, float]) -> JobResult:
+        """Fetch, decode and score ``job``'s image; put each stage's seconds in ``stages``."""
         started = time.perf_counter()
-        parse_s3_uri(job.image)
         fetched = fetch_image(self.s3, job.image, max_bytes=self.limits.max_bytes, retries=self.limits.retries)
         fetched_at = time.perf_counter()
         decoded = decode_image(fetched.data, max_pixels=self.limits.max_pixels, target_size=self.pre.size)
         pixels = prepare_pixels(decoded.image, size=self.pre.size, mean=self.pre.mean, std=self.pre.std)
         decoded_at = time.perf_counter()
-        self.observe("fetch", fetched_at - started)
-        self.observe("decode", decoded_at - fetched_at)
+        stages.update(fetch=fetched_at - started, decode=decoded_at - fetched_at)
         key = f"{job.image}@{fetched.etag}"
         scores = self.submit(EngineRequest(image_key=key, pixels=pixels, texts=tuple(job.texts))).result()
-        self.observe("inference", time.perf_counter() - decoded_at)
+        stages["inference"] = time.perf_counter() - decoded_at
         return build_result(job, scores, model=self.model, image=ImageInfo(
             etag=fetched.etag, width=decoded.width, height=decoded.height
         ))
@@ -151,8 +142,6 @@ def build_result(job: Job, scores: list[PairScore], *, model: ModelInfo, image: 
 
 
 def _expired(job: Job) -> bool:
-    if not job.deadline:
-        return False
-    deadline = datetime.fromisoformat(job.deadline.replace("Z", "+00:00"))
-    return datetime.now(timezone.utc) > deadline
+    deadline = rfc3339_to_epoch(job.deadline)
+    return deadline is not None and time.time() > deadline
 

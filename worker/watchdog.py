@@ -22,7 +22,7 @@ from typing import Any
 
 import redis
 
-from core.jobs import Job, Status
+from core.jobs import Job, Status, rfc3339_to_epoch
 from core.metrics import queue_depths
 from core.names import KEY_PREFIX as P
 from core.names import VERIFY_QUEUE
@@ -57,7 +57,7 @@ class Watchdog:
             if job is None or job.status != Status.RUNNING:
                 continue
             dead = not is_alive(self.redis, job.worker)
-            stuck = _started(job) < now - self.stuck_after
+            stuck = (rfc3339_to_epoch(job.started_at) or now) < now - self.stuck_after
             if (dead or stuck) and self._requeue(job, reason="its worker died" if dead else "it is stuck"):
                 count += 1
         if sum(queue_depths(self.redis, [VERIFY_QUEUE]).values()) == 0:
@@ -80,14 +80,6 @@ class Watchdog:
         log.warning("job %s: enqueued again because %s", job.id, reason)
         self.enqueue(job)
         return True
-
-
-def _started(job: Job) -> float:
-    from datetime import datetime
-
-    if not job.started_at:
-        return time.time()
-    return datetime.fromisoformat(job.started_at.replace("Z", "+00:00")).timestamp()
 
 
 def _back_to_queue(worker: str | None) -> Callable[[Job], bool]:

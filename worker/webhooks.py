@@ -17,13 +17,13 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import timezone
 from typing import Any
 
 import redis
 
 from core.deliveries import RECLAIM_SECONDS, DeliveryLog
-from core.jobs import Job, now_rfc3339
+from core.jobs import Job, epoch_to_rfc3339, now_rfc3339, rfc3339_to_epoch
 from core.ssrf import (
     Resolver,
     ResolutionFailed,
@@ -44,14 +44,6 @@ DELIVERED, RETRYING, FAILED = "delivered", "retrying", "failed"
 BUSY_RETRY_SECONDS = 1.0  # another worker holds the lease: look again this soon
 EARLY_SLACK_SECONDS = 0.005
 JITTER = 0.1  # each delay is drawn from ±10 % of its schedule value
-
-
-def epoch_to_rfc3339(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def rfc3339_to_epoch(value: str | None) -> float | None:
-    return None if not value else datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 def parse_retry_after(value: str | None, *, now: float) -> float | None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import redis as redis_lib
 from flask.testing import FlaskClient
@@ -208,4 +206,4 @@ def test_readyz_needs_a_warm_worker(client: FlaskClient, redis_client: redis_lib
     assert resp.status_code == 200, resp.get_json()
     assert resp.get_json()["checks"]["warm_workers"] == 1
     redis_client.delete("cv:worker:w1")
-    assert json.loads(json.dumps(client.get("/readyz").get_json()))["status"] == "not_ready"
+    assert client.get("/readyz").get_json()["status"] == "not_ready"

@@ -99,10 +99,8 @@ def test_unknown_error_codes_do_not_make_new_label_values(r: redis_lib.Redis) ->
 
 
 def test_stage_and_batch_observations(r: redis_lib.Redis) -> None:
-    metrics.record_stage(r, "fetch", 0.004)
-    metrics.record_stage(r, "decode", 0.02)
-    metrics.record_stage(r, "inference", 0.2)
-    metrics.record_stage(r, "not-a-stage", 1.0)
+    job = finished_job(Status.SUCCEEDED, created=1.0, started=2.0, finished=3.0)
+    metrics.record_job(r, job, stages={"fetch": 0.004, "decode": 0.02, "inference": 0.2, "not-a-stage": 1.0})
     metrics.record_batch(r, 3, 7)
     hists = metrics.read_histograms(r)
     for name, value in [("image_fetch_seconds", 0.004), ("image_decode_seconds", 0.02), ("inference_seconds", 0.2)]:
@@ -156,8 +154,7 @@ def test_recorder_never_raises_when_redis_is_down(caplog: pytest.LogCaptureFixtu
 
     dead = redis_lib.Redis(port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
     recorder = metrics.Recorder(dead)
-    recorder.job(finished_job(Status.SUCCEEDED, created=1.0, started=2.0, finished=3.0))
-    recorder.stage("fetch", 0.1)
+    recorder.job(finished_job(Status.SUCCEEDED, created=1.0, started=2.0, finished=3.0), stages={"fetch": 0.1})
     recorder.batch(1, 1)
     recorder.webhook("delivered")
     assert "could not record metrics" in caplog.text

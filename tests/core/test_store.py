@@ -113,3 +113,17 @@ def test_finishing_a_job_with_a_webhook_schedules_a_backstop_delivery(store: Job
     plain, _ = store.create(_job())
     store.fail(plain.id, ImageInvalid())
     assert store.redis.zscore(DUE_KEY, plain.id) is None
+
+
+def test_start_fails_a_job_started_too_often(store: JobStore) -> None:
+    # Given a job whose workers keep dying: each start is taken over from a dead worker
+    job, _ = store.create(_job())
+    for worker in ("w1", "w2"):
+        started = store.start(job.id, worker=worker, may_take_over=lambda j: True, max_starts=2)
+        assert started is not None and started.status == Status.RUNNING
+    # When it would start a third time
+    crashed = store.start(job.id, worker="w3", may_take_over=lambda j: True, max_starts=2)
+    # Then it is failed as poison, in the same write, and never runs again
+    assert crashed is not None and crashed.status == Status.FAILED
+    assert crashed.error is not None and crashed.error.code == "worker_crashed" and crashed.attempts == 2
+    assert store.start(job.id, worker="w4", may_take_over=lambda j: True, max_starts=2) is None
