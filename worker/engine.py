@@ -1,9 +1,12 @@
 """Score (image, text) pairs: ITM match probability and ITC cosine, one vision pass per image.
 
 Matches ``BlipForImageTextRetrieval.forward`` (``use_itm_head`` True and False) pair by pair,
-but runs the vision tower once per distinct image, projects each image's cross-attention
-keys and values once per layer and shares them across that image's texts, and runs all
-texts of a call as one padded batch for ITC and one for ITM.
+but runs the vision tower once per distinct image, and runs the texts of a whole call as one
+batch through the text encoder: the ITC pass and the ITM pass go through each layer's shared
+self-attention and feed-forward weights together, and each layer's cross-attention keys and
+values are projected once per image and shared across that image's texts. With short texts
+those text layers are bound by reading their weights, so one read per layer per call, rather
+than two per image, is what makes many distinct images cheaper.
 """
 
 from __future__ import annotations
@@ -19,8 +22,6 @@ from PIL import Image
 from worker.attention import enable_sdpa
 from worker.model import LoadedModel
 from worker.preprocess import prepare_pixels
-
-CrossKV = list[tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -43,12 +44,17 @@ class PairScore:
 class Engine:
     """Run the warm model over batches of requests."""
 
-    def __init__(self, loaded: LoadedModel, *, use_sdpa: bool = True, vision_chunk: int | None = None) -> None:
+    def __init__(self, loaded: LoadedModel, *, use_sdpa: bool = True, vision_chunk: int | None = None,
+                 gather_cross_kv: bool | None = None) -> None:
         self.loaded = loaded
         self.model = loaded.model
         self.use_sdpa = use_sdpa
         # On CPU, batching images through the vision tower lowered throughput; on GPU it pays.
         self.vision_chunk = vision_chunk or (1 if loaded.device.type == "cpu" else 16)
+        # Texts of several images attend to their own image's keys/values: on a GPU one gather
+        # (a copy per text) is cheapest; on a CPU that copy costs more than one attention call
+        # per image over an expanded (uncopied) view.
+        self.gather_cross_kv = loaded.device.type != "cpu" if gather_cross_kv is None else gather_cross_kv
         if use_sdpa:
             enable_sdpa(self.model)
         text_config: Any = self.model.config.text_config
@@ -78,41 +84,28 @@ class Engine:
 
     def score(self, requests: Sequence[EngineRequest]) -> list[list[PairScore]]:
         """Return one list of PairScore per request, one per text, in order."""
-        if not requests:
-            return []
         image_index: dict[str, int] = {}
         pixels: list[torch.Tensor] = []
         pair_image: list[int] = []
         texts: list[str] = []
         for request in requests:
+            if not request.texts:
+                continue
             if request.image_key not in image_index:
                 image_index[request.image_key] = len(pixels)
                 pixels.append(request.pixels)
             pair_image.extend([image_index[request.image_key]] * len(request.texts))
             texts.extend(request.texts)
-        if not texts:
-            return [[] for _ in requests]
-        # Group the pairs by image (a key repeated later in the call joins its first use), run
-        # whole forward passes over at most ``vision_chunk`` distinct images at a time, and put
-        # the scores back in request order. On a CPU (chunk 1) each image's tokens and
-        # cross-attention keys/values stay small and hot in cache; on a GPU the batch fills it.
-        order = sorted(range(len(texts)), key=lambda k: pair_image[k])
-        sorted_images = [pair_image[k] for k in order]
         itm_list = [0.0] * len(texts)
         cos_list = [0.0] * len(texts)
-        with torch.inference_mode():
-            start = 0
-            for first in range(0, len(pixels), self.vision_chunk):
-                last = min(first + self.vision_chunk, len(pixels))
-                end = start
-                while end < len(order) and sorted_images[end] < last:
-                    end += 1
-                picked = order[start:end]
-                itm, cos = self._score_pairs(torch.stack(pixels[first:last]), [pair_image[k] - first for k in picked],
-                                             [texts[k] for k in picked])
-                for k, p, c in zip(picked, itm.tolist(), cos.tolist()):
-                    itm_list[k], cos_list[k] = p, c
-                start = end
+        if texts:
+            # Group the texts by image (a key repeated later in the call joins its first use),
+            # score them in one pass, and put the scores back in request order.
+            order = sorted(range(len(texts)), key=lambda k: pair_image[k])
+            with torch.inference_mode():
+                itm, cos = self._score_pairs(pixels, [pair_image[k] for k in order], [texts[k] for k in order])
+            for k, p, c in zip(order, itm.tolist(), cos.tolist()):
+                itm_list[k], cos_list[k] = p, c
         out: list[list[PairScore]] = []
         start = 0
         for request in requests:
@@ -122,10 +115,11 @@ class Engine:
         return out
 
     def _score_pairs(
-        self, pixels: torch.Tensor, pair_image: list[int], texts: list[str]
+        self, pixels: list[torch.Tensor], pair_image: list[int], texts: list[str]
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Score texts sorted by image (``pair_image`` is non-decreasing and covers every image)."""
         device, dtype = self.loaded.device, self.loaded.dtype
-        image_embeds = self._encode_images(pixels.to(device=device, dtype=dtype))
+        image_embeds = self._encode_images(pixels)
         enc = self.loaded.tokenizer(
             texts, padding="longest", truncation=True, max_length=self.max_length,
             return_token_type_ids=False, return_tensors="pt",
@@ -134,23 +128,23 @@ class Engine:
         mask = self._additive_mask(enc["attention_mask"].to(device), dtype)
         index = torch.tensor(pair_image, device=device)
         model = self.model
-        # ITC: unimodal text, CLS projections, cosine per pair (never the batch x batch matrix).
-        text_cls = self._encode_text(input_ids, mask, None, index)[:, 0, :]
+        text_cls, fused_cls = self._encode_texts(input_ids, mask, image_embeds, pair_image, index)
+        # ITC: CLS projections, cosine per pair (never the batch x batch matrix).
         image_feat = F.normalize(model.vision_proj(image_embeds[:, 0, :]), dim=-1)
         text_feat = F.normalize(model.text_proj(text_cls), dim=-1)
         cosine = (image_feat.index_select(0, index) * text_feat).sum(-1)
-        # ITM: text with cross-attention to its image's tokens.
-        cross_kv = self._cross_kv(image_embeds)
-        fused_cls = self._encode_text(input_ids, mask, cross_kv, index)[:, 0, :]
+        # ITM: the CLS of the text encoded with cross-attention to its image's tokens.
         probability = model.itm_head(fused_cls).float().softmax(dim=-1)[:, 1]
         return probability.cpu(), cosine.float().cpu()
 
-    def _encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+    def _encode_images(self, pixels: list[torch.Tensor]) -> torch.Tensor:
+        """Run the vision tower over ``vision_chunk`` images at a time; return [images, tokens, width]."""
         vision = self.model.vision_model
+        device, dtype = self.loaded.device, self.loaded.dtype
         chunks = []
-        for start in range(0, pixels.shape[0], self.vision_chunk):
-            hidden = vision.embeddings(pixels[start:start + self.vision_chunk])
-            hidden = vision.encoder(inputs_embeds=hidden).last_hidden_state
+        for start in range(0, len(pixels), self.vision_chunk):
+            batch = torch.stack(pixels[start:start + self.vision_chunk]).to(device=device, dtype=dtype)
+            hidden = vision.encoder(inputs_embeds=vision.embeddings(batch)).last_hidden_state
             chunks.append(vision.post_layernorm(hidden))
         return torch.cat(chunks) if len(chunks) > 1 else chunks[0]
 
@@ -167,13 +161,6 @@ class Engine:
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.view(*x.shape[:-1], self.num_heads, -1).transpose(1, 2)
 
-    def _cross_kv(self, image_embeds: torch.Tensor) -> CrossKV:
-        kv = []
-        for layer in self.model.text_encoder.encoder.layer:
-            attn = layer.crossattention.self
-            kv.append((self._heads(attn.key(image_embeds)), self._heads(attn.value(image_embeds))))
-        return kv
-
     def _attend(
         self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None
     ) -> torch.Tensor:
@@ -187,23 +174,50 @@ class Engine:
             context = torch.matmul(scores.softmax(dim=-1), value)
         return context.transpose(1, 2).flatten(2)
 
-    def _encode_text(
-        self, input_ids: torch.Tensor, mask: torch.Tensor | None, cross_kv: CrossKV | None, index: torch.Tensor
-    ) -> torch.Tensor:
+    def _cross_attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, pair_image: list[int],
+                      index: torch.Tensor) -> torch.Tensor:
+        """Attend each text's query ([texts, heads, len, dim]) to its own image's keys/values ([images, ...])."""
+        texts, images = query.shape[0], key.shape[0]
+        if images == texts:  # one text per image, in image order
+            return self._attend(query, key, value, None)
+        if images == 1:
+            return self._attend(query, key.expand(texts, -1, -1, -1), value.expand(texts, -1, -1, -1), None)
+        if self.gather_cross_kv:
+            return self._attend(query, key.index_select(0, index), value.index_select(0, index), None)
+        parts, start = [], 0
+        for image in range(images):
+            end = start
+            while end < texts and pair_image[end] == image:
+                end += 1
+            n = end - start
+            parts.append(self._attend(query[start:end], key[image:image + 1].expand(n, -1, -1, -1),
+                                      value[image:image + 1].expand(n, -1, -1, -1), None))
+            start = end
+        return torch.cat(parts)
+
+    def _encode_texts(
+        self, input_ids: torch.Tensor, mask: torch.Tensor | None, image_embeds: torch.Tensor, pair_image: list[int],
+        index: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the CLS of each text encoded alone (ITC) and with its image (ITM).
+
+        Both passes start from the same embeddings and share every layer's self-attention and
+        feed-forward weights, so they run as one batch of 2 x texts; only the ITM half goes
+        through cross-attention, whose keys/values are projected once per image per layer.
+        """
         encoder = self.model.text_encoder
+        texts = input_ids.shape[0]
         hidden = encoder.embeddings(input_ids=input_ids)
-        shared = cross_kv is not None and int(index.max()) == 0  # one image: expand, no copy
-        for i, layer in enumerate(encoder.encoder.layer):
+        hidden = torch.cat([hidden, hidden])
+        both_mask = None if mask is None else torch.cat([mask, mask])
+        for layer in encoder.encoder.layer:
             attn = layer.attention
             q, k, v = (self._heads(proj(hidden)) for proj in (attn.self.query, attn.self.key, attn.self.value))
-            hidden = attn.output(self._attend(q, k, v, mask), hidden)
-            if cross_kv is not None:
-                key, value = cross_kv[i]
-                if shared:
-                    key, value = key.expand(hidden.shape[0], -1, -1, -1), value.expand(hidden.shape[0], -1, -1, -1)
-                else:
-                    key, value = key.index_select(0, index), value.index_select(0, index)
-                cross = layer.crossattention
-                hidden = cross.output(self._attend(self._heads(cross.self.query(hidden)), key, value, None), hidden)
+            hidden = attn.output(self._attend(q, k, v, both_mask), hidden)
+            cross = layer.crossattention
+            fused = hidden[texts:]
+            context = self._cross_attend(self._heads(cross.self.query(fused)), self._heads(cross.self.key(image_embeds)),
+                                         self._heads(cross.self.value(image_embeds)), pair_image, index)
+            hidden = torch.cat([hidden[:texts], cross.output(context, fused)])
             hidden = layer.output(layer.intermediate(hidden), hidden)
-        return hidden
+        return hidden[:texts, 0, :], hidden[texts:, 0, :]

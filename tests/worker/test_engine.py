@@ -33,9 +33,12 @@ def reference() -> BlipForImageTextRetrieval:
     return build_random_model("tiny", seed=0)
 
 
-@pytest.fixture(scope="module", params=[True, False], ids=["sdpa", "math"])
+@pytest.fixture(scope="module", params=[(True, False), (False, False), (True, True)],
+                ids=["sdpa", "math", "sdpa-gather"])
 def engine(request: pytest.FixtureRequest) -> Engine:
-    return Engine(load_model("random:tiny"), use_sdpa=request.param)
+    """Both attention implementations; and the GPU's way (one gather) of giving each text its image's K/V."""
+    use_sdpa, gather = request.param
+    return Engine(load_model("random:tiny"), use_sdpa=use_sdpa, gather_cross_kv=gather)
 
 
 def _pixels(loaded: LoadedModel, seed: int) -> torch.Tensor:
@@ -71,6 +74,8 @@ def _max_diff(engine: Engine, reference: BlipForImageTextRetrieval, loaded: Load
 CASES = {
     "one_text": lambda lm: [EngineRequest("a", _pixels(lm, 1), ("a dog on the beach",))],
     "one_image_many_texts": lambda lm: [EngineRequest("a", _pixels(lm, 1), TEXTS)],
+    "distinct_images_one_text_each": lambda lm: [EngineRequest(k, _pixels(lm, i), (TEXTS[i],))
+                                                 for i, k in enumerate("abcd")],
     "many_requests": lambda lm: [
         EngineRequest("a", _pixels(lm, 1), TEXTS[:2]),
         EngineRequest("b", _pixels(lm, 2), (TEXTS[2],)),
@@ -87,7 +92,7 @@ CASES = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_parity_with_transformers_forward(engine: Engine, reference: BlipForImageTextRetrieval, loaded: LoadedModel, case: str) -> None:
     diff = _max_diff(engine, reference, loaded, CASES[case](loaded))
-    print(f"engine[{'sdpa' if engine.use_sdpa else 'math'}] vs transformers, {case}: max abs diff {diff:.2e}")
+    print(f"engine[{'sdpa' if engine.use_sdpa else 'math'}, gather={engine.gather_cross_kv}] vs transformers, {case}: max abs diff {diff:.2e}")
     assert diff <= TOLERANCE
 
 
@@ -100,6 +105,37 @@ def test_duplicate_keys_run_the_vision_tower_once(loaded: LoadedModel) -> None:
     finally:
         handle.remove()
     assert sum(calls) == 2
+
+
+def test_text_layers_run_once_per_call_for_both_scores(loaded: LoadedModel) -> None:
+    # Given a call with four distinct images, one text each
+    engine = Engine(load_model("random:tiny"))
+    feed_forward: list[int] = []
+    cross_keys: list[int] = []
+    layer = engine.model.text_encoder.encoder.layer[0]
+    hooks = [layer.intermediate.register_forward_hook(lambda m, a, out: feed_forward.append(out.shape[0])),
+             layer.crossattention.self.key.register_forward_hook(lambda m, a, out: cross_keys.append(out.shape[0]))]
+    try:
+        engine.score(CASES["distinct_images_one_text_each"](loaded))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    # Then each text layer's feed-forward ran once, over the ITC and the ITM pass of all four texts,
+    # and its cross-attention keys were projected once, over the four images
+    assert feed_forward == [8]
+    assert cross_keys == [4]
+
+
+def test_a_request_without_texts_gets_no_scores_and_no_vision_pass(loaded: LoadedModel) -> None:
+    engine = Engine(load_model("random:tiny"))
+    images: list[int] = []
+    handle = engine.model.vision_model.embeddings.register_forward_hook(lambda m, a, out: images.append(out.shape[0]))
+    try:
+        got = engine.score([EngineRequest("empty", _pixels(loaded, 5), ()), EngineRequest("a", _pixels(loaded, 1), ("a dog",))])
+    finally:
+        handle.remove()
+    assert len(got[0]) == 0 and len(got[1]) == 1
+    assert images == [1]
 
 
 def test_results_keep_request_and_text_order(engine: Engine, loaded: LoadedModel) -> None:
@@ -137,13 +173,20 @@ def test_warmup_and_properties(loaded: LoadedModel) -> None:
 
 
 def test_bench_runs_and_formats(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from worker.bench import format_table, run_engine_bench
+    from worker.bench import format_table, model_flops, run_engine_bench
 
     out = tmp_path / "bench.json"
     results = run_engine_bench("random:tiny", n_images=2, n_texts=3, naive_pairs=1, width=160, height=120,
                                repeats=1, matmul_seconds=0.05, out_json=str(out))
-    assert set(results["rows"]) == {"a_naive_per_pair", "b_engine_distinct_images", "c_engine_1_image_x_3_texts"}
-    assert out.exists() and "pairs/s" in format_table(results)
+    rows = results["rows"]
+    assert set(rows) == {"a_naive_per_pair", "a2_naive_model_card_itm_itc", "b_engine_distinct_images",
+                         "c_engine_1_image_x_3_texts"}
+    # The model card's snippet runs the vision tower twice per pair (ITM call, then ITC call)
+    vision_gflop = model_flops(load_model("random:tiny").model.config, 1)["vision"] / 1e9
+    extra = rows["a2_naive_model_card_itm_itc"]["gflop"] - rows["a_naive_per_pair"]["gflop"]
+    assert vision_gflop < extra < 1.5 * vision_gflop
+    assert rows["a_naive_per_pair"]["vs_naive"] == 1.0 and rows["a2_naive_model_card_itm_itc"]["vs_model_card"] == 1.0
+    assert out.exists() and "x card" in format_table(results)
 
 
 @pytest.mark.parametrize("vision_chunk", [1, 2, 16])
