@@ -33,11 +33,11 @@ def _parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="benchmark the engine and the whole system")
     bench.add_argument("--model", default="random:base")
-    bench.add_argument("--images", type=int, default=4, help="distinct images per engine run")
+    bench.add_argument("--images", type=int, default=8, help="distinct images per engine run")
     bench.add_argument("--texts", type=int, default=8, help="texts for the one-image run")
     bench.add_argument("--naive-pairs", type=int, default=4)
     bench.add_argument("--system-jobs", type=int, default=16)
-    bench.add_argument("--repeats", type=int, default=2, help="engine passes; the best is reported")
+    bench.add_argument("--repeats", type=int, default=2, help="passes of each timed row (engine and system); the best is reported")
     bench.add_argument("--skip-system", action="store_true")
     bench.add_argument("--variants", action=argparse.BooleanOptionalAction, default=True,
                        help="on CPU, also time int8 and (where native) bfloat16, with their deviation")
