@@ -133,7 +133,8 @@ def format_variants(rows: dict[str, Any], naive_pairs_per_s: float) -> str:
     lines = []
     for name, row in rows.items():
         lines.append(f"{'e_engine_' + name + '_distinct':32} {row['pairs']:>5} {'':>7} {row['pairs_per_s']:>8.3f} "
-                     f"{row['pairs_per_s'] / naive_pairs_per_s:>8.2f} {'':>7}   {row['speedup_vs_float32']:.2f}x float32; "
+                     f"{row['pairs_per_s'] / naive_pairs_per_s:>8.2f} {'':>7}   "
+                     f"{row['speedup_vs_float32']:.2f}x float32; "
                      f"max |diff| P(match) {row['max_abs_diff_match_probability']:.4f}, "
                      f"cosine {row['max_abs_diff_cosine']:.4f}")
     return "\n".join(lines)

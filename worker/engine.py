@@ -216,8 +216,8 @@ class Engine:
             hidden = attn.output(self._attend(q, k, v, both_mask), hidden)
             cross = layer.crossattention
             fused = hidden[texts:]
-            context = self._cross_attend(self._heads(cross.self.query(fused)), self._heads(cross.self.key(image_embeds)),
-                                         self._heads(cross.self.value(image_embeds)), pair_image, index)
+            key, value = self._heads(cross.self.key(image_embeds)), self._heads(cross.self.value(image_embeds))
+            context = self._cross_attend(self._heads(cross.self.query(fused)), key, value, pair_image, index)
             hidden = torch.cat([hidden[:texts], cross.output(context, fused)])
             hidden = layer.output(layer.intermediate(hidden), hidden)
         return hidden[:texts, 0, :], hidden[texts:, 0, :]

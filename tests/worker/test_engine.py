@@ -131,7 +131,8 @@ def test_a_request_without_texts_gets_no_scores_and_no_vision_pass(loaded: Loade
     images: list[int] = []
     handle = engine.model.vision_model.embeddings.register_forward_hook(lambda m, a, out: images.append(out.shape[0]))
     try:
-        got = engine.score([EngineRequest("empty", _pixels(loaded, 5), ()), EngineRequest("a", _pixels(loaded, 1), ("a dog",))])
+        got = engine.score([EngineRequest("empty", _pixels(loaded, 5), ()),
+                            EngineRequest("a", _pixels(loaded, 1), ("a dog",))])
     finally:
         handle.remove()
     assert len(got[0]) == 0 and len(got[1]) == 1
