@@ -45,7 +45,7 @@ class Engine:
     """Run the warm model over batches of requests."""
 
     def __init__(self, loaded: LoadedModel, *, use_sdpa: bool = True, vision_chunk: int | None = None,
-                 gather_cross_kv: bool | None = None) -> None:
+                 gather_cross_kv: bool | None = None, text_tokens: int = 16384) -> None:
         self.loaded = loaded
         self.model = loaded.model
         self.use_sdpa = use_sdpa
@@ -55,6 +55,10 @@ class Engine:
         # (a copy per text) is cheapest; on a CPU that copy costs more than one attention call
         # per image over an expanded (uncopied) view.
         self.gather_cross_kv = loaded.device.type != "cpu" if gather_cross_kv is None else gather_cross_kv
+        # At most this many padded tokens (ITC and ITM passes counted) go through the text
+        # encoder at once, which bounds its activations (about 12 KiB per token in float32 at
+        # base size) when a batch gathers many long texts; short captions fit in one pass.
+        self.text_tokens = text_tokens
         if use_sdpa:
             enable_sdpa(self.model)
         text_config: Any = self.model.config.text_config
@@ -120,15 +124,23 @@ class Engine:
         """Score texts sorted by image (``pair_image`` is non-decreasing and covers every image)."""
         device, dtype = self.loaded.device, self.loaded.dtype
         image_embeds = self._encode_images(pixels)
-        enc = self.loaded.tokenizer(
-            texts, padding="longest", truncation=True, max_length=self.max_length,
-            return_token_type_ids=False, return_tensors="pt",
-        )
-        input_ids = enc["input_ids"].to(device)
-        mask = self._additive_mask(enc["attention_mask"].to(device), dtype)
+        tokenizer = self.loaded.tokenizer
+        lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]]
         index = torch.tensor(pair_image, device=device)
         model = self.model
-        text_cls, fused_cls = self._encode_texts(input_ids, mask, image_embeds, pair_image, index)
+        text_parts, fused_parts = [], []
+        for start, end in self._text_chunks(lengths):
+            enc = tokenizer(texts[start:end], padding="longest", truncation=True, max_length=self.max_length,
+                            return_token_type_ids=False, return_tensors="pt")
+            first = pair_image[start]
+            local = [image - first for image in pair_image[start:end]]
+            text_cls, fused_cls = self._encode_texts(
+                enc["input_ids"].to(device), self._additive_mask(enc["attention_mask"].to(device), dtype),
+                image_embeds[first:pair_image[end - 1] + 1], local, index[start:end] - first,
+            )
+            text_parts.append(text_cls)
+            fused_parts.append(fused_cls)
+        text_cls, fused_cls = torch.cat(text_parts), torch.cat(fused_parts)
         # ITC: CLS projections, cosine per pair (never the batch x batch matrix).
         image_feat = F.normalize(model.vision_proj(image_embeds[:, 0, :]), dim=-1)
         text_feat = F.normalize(model.text_proj(text_cls), dim=-1)
@@ -136,6 +148,17 @@ class Engine:
         # ITM: the CLS of the text encoded with cross-attention to its image's tokens.
         probability = model.itm_head(fused_cls).float().softmax(dim=-1)[:, 1]
         return probability.cpu(), cosine.float().cpu()
+
+    def _text_chunks(self, lengths: list[int]) -> list[tuple[int, int]]:
+        """Split texts (in order) into runs whose padded ITC+ITM tokens stay within ``text_tokens``."""
+        chunks, start, longest = [], 0, 0
+        for end, length in enumerate(lengths):
+            longest = max(longest, length)
+            if end > start and 2 * (end + 1 - start) * longest > self.text_tokens:
+                chunks.append((start, end))
+                start, longest = end, length
+        chunks.append((start, len(lengths)))
+        return chunks
 
     def _encode_images(self, pixels: list[torch.Tensor]) -> torch.Tensor:
         """Run the vision tower over ``vision_chunk`` images at a time; return [images, tokens, width]."""

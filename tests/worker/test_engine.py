@@ -126,6 +126,26 @@ def test_text_layers_run_once_per_call_for_both_scores(loaded: LoadedModel) -> N
     assert cross_keys == [4]
 
 
+@pytest.mark.parametrize("text_tokens", [1, 40])
+def test_parity_when_the_text_pass_is_split_by_its_token_budget(reference: BlipForImageTextRetrieval,
+                                                                loaded: LoadedModel, text_tokens: int) -> None:
+    # Given a token budget that runs the texts one at a time (1) or a few at a time (40), so
+    # chunks start and end inside an image's run of texts
+    engine = Engine(load_model("random:tiny"), text_tokens=text_tokens)
+    feed_forward: list[int] = []
+    hook = engine.model.text_encoder.encoder.layer[0].intermediate.register_forward_hook(
+        lambda m, a, out: feed_forward.append(out.shape[0] * out.shape[1]))
+    try:
+        diff = _max_diff(engine, reference, loaded, CASES["many_requests"](loaded) + CASES["duplicate_keys"](loaded))
+    finally:
+        hook.remove()
+    # Then the text encoder ran in several passes, each within the budget unless one text alone exceeds it
+    assert len(feed_forward) > 1
+    assert all(tokens <= max(text_tokens, 2 * 16) for tokens in feed_forward)
+    # And every pair still matches transformers' forward
+    assert diff <= TOLERANCE
+
+
 def test_a_request_without_texts_gets_no_scores_and_no_vision_pass(loaded: LoadedModel) -> None:
     engine = Engine(load_model("random:tiny"))
     images: list[int] = []
