@@ -32,5 +32,5 @@ def test_demo_submits_the_photographs_and_prints_every_verdict(redis_url: str, s
     assert re.search(r"^missing\.jpg\s+failed: .*image_not_found", out, re.MULTILINE), out
     assert "RANDOM WEIGHTS" in out
     # And the jobs went through the real store: five jobs, four succeeded and one failed
-    statuses = [s for s in re.findall(r"(MATCH|no match|failed:)", out)]
+    statuses = re.findall(r"(MATCH|no match|failed:)", out)
     assert statuses.count("failed:") == 1 and len(statuses) == 9

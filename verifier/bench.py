@@ -90,16 +90,12 @@ def run_system_bench(settings: Settings, *, model: str, n_jobs: int, width: int,
 def run_cpu_variants(spec: str, *, n_images: int, repeats: int) -> dict[str, Any]:
     """Time the engine on distinct images in float32, int8 (dynamic) and, where the CPU has
     native bfloat16, bfloat16; report each one's speed-up and deviation from float32."""
-    import io
-
-    from PIL import Image
-
-    from worker.bench import CAPTIONS, make_jpegs
-    from worker.engine import Engine, EngineRequest
+    from worker.bench import CAPTIONS, engine_requests, make_jpegs
+    from worker.engine import Engine
     from worker.model import cpu_has_native_bf16, load_model
-    from worker.preprocess import prepare_pixels
 
     jpegs = make_jpegs(n_images, 1920, 1080)
+    jobs = [(f"img{i}", i, (CAPTIONS[i % len(CAPTIONS)],)) for i in range(n_images)]
     variants = [("float32", "float32", "none"), ("int8", "float32", "int8")]
     if cpu_has_native_bf16():
         variants.append(("bfloat16", "bfloat16", "none"))
@@ -111,11 +107,7 @@ def run_cpu_variants(spec: str, *, n_images: int, repeats: int) -> dict[str, Any
         best = float("inf")
         for _ in range(max(repeats, 1)):
             start = time.perf_counter()
-            batch = [EngineRequest(f"img{i}", prepare_pixels(Image.open(io.BytesIO(data)).convert("RGB"),
-                                                             size=engine.image_size, mean=engine.mean,
-                                                             std=engine.std), (CAPTIONS[i % len(CAPTIONS)],))
-                     for i, data in enumerate(jpegs)]
-            out = engine.score(batch)
+            out = engine.score(engine_requests(engine, jpegs, jobs))
             best = min(best, time.perf_counter() - start)
         scores[name] = [(p.match_probability, p.cosine_similarity) for r in out for p in r]
         rows[name] = {"pairs": n_images, "pairs_per_s": n_images / best}

@@ -91,6 +91,13 @@ def _decode(data: bytes) -> Image.Image:
     return Image.open(io.BytesIO(data)).convert("RGB")
 
 
+def engine_requests(engine: Engine, jpegs: Sequence[bytes],
+                    jobs: Sequence[tuple[str, int, tuple[str, ...]]]) -> list[EngineRequest]:
+    """Decode and preprocess each job's JPEG (key, index into ``jpegs``, texts) into an engine request."""
+    return [EngineRequest(key, prepare_pixels(_decode(jpegs[i]), size=engine.image_size, mean=engine.mean,
+                                              std=engine.std), texts) for key, i, texts in jobs]
+
+
 def run_engine_bench(
     spec: str = "random:base",
     *,
@@ -158,10 +165,7 @@ def run_engine_bench(
 
     def engine_pass(jobs: Sequence[tuple[str, int, tuple[str, ...]]]) -> tuple[float, float]:
         start = time.perf_counter()
-        requests = [
-            EngineRequest(key, prepare_pixels(_decode(jpegs[i]), size=size, mean=engine.mean, std=engine.std), t)
-            for key, i, t in jobs
-        ]
+        requests = engine_requests(engine, jpegs, jobs)
         model_start = time.perf_counter()
         engine.score(requests)
         end = time.perf_counter()

@@ -125,18 +125,17 @@ class Engine:
         device, dtype = self.loaded.device, self.loaded.dtype
         image_embeds = self._encode_images(pixels)
         tokenizer = self.loaded.tokenizer
-        lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]]
+        tokens = tokenizer(texts, truncation=True, max_length=self.max_length, return_token_type_ids=False)
         index = torch.tensor(pair_image, device=device)
         model = self.model
         text_parts, fused_parts = [], []
-        for start, end in self._text_chunks(lengths):
-            enc = tokenizer(texts[start:end], padding="longest", truncation=True, max_length=self.max_length,
-                            return_token_type_ids=False, return_tensors="pt")
+        for start, end in self._text_chunks([len(ids) for ids in tokens["input_ids"]]):
+            enc = tokenizer.pad({name: ids[start:end] for name, ids in tokens.items()}, padding="longest",
+                                return_tensors="pt")
             first = pair_image[start]
-            local = [image - first for image in pair_image[start:end]]
             text_cls, fused_cls = self._encode_texts(
                 enc["input_ids"].to(device), self._additive_mask(enc["attention_mask"].to(device), dtype),
-                image_embeds[first:pair_image[end - 1] + 1], local, index[start:end] - first,
+                image_embeds[first:pair_image[end - 1] + 1], index[start:end] - first,
             )
             text_parts.append(text_cls)
             fused_parts.append(fused_cls)
@@ -197,9 +196,12 @@ class Engine:
             context = torch.matmul(scores.softmax(dim=-1), value)
         return context.transpose(1, 2).flatten(2)
 
-    def _cross_attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, pair_image: list[int],
-                      index: torch.Tensor) -> torch.Tensor:
-        """Attend each text's query ([texts, heads, len, dim]) to its own image's keys/values ([images, ...])."""
+    def _cross_attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, index: torch.Tensor,
+                      sizes: list[int]) -> torch.Tensor:
+        """Attend each text's query ([texts, heads, len, dim]) to its image's keys/values ([images, ...]).
+
+        ``index`` gives each text's image; ``sizes`` (CPU only) how many texts each image has.
+        """
         texts, images = query.shape[0], key.shape[0]
         if images == texts:  # one text per image, in image order
             return self._attend(query, key, value, None)
@@ -207,20 +209,14 @@ class Engine:
             return self._attend(query, key.expand(texts, -1, -1, -1), value.expand(texts, -1, -1, -1), None)
         if self.gather_cross_kv:
             return self._attend(query, key.index_select(0, index), value.index_select(0, index), None)
-        parts, start = [], 0
-        for image in range(images):
-            end = start
-            while end < texts and pair_image[end] == image:
-                end += 1
-            n = end - start
-            parts.append(self._attend(query[start:end], key[image:image + 1].expand(n, -1, -1, -1),
-                                      value[image:image + 1].expand(n, -1, -1, -1), None))
-            start = end
-        return torch.cat(parts)
+        return torch.cat([
+            self._attend(part, key[i:i + 1].expand(len(part), -1, -1, -1), value[i:i + 1].expand(len(part), -1, -1, -1),
+                         None)
+            for i, part in enumerate(query.split(sizes))
+        ])
 
     def _encode_texts(
-        self, input_ids: torch.Tensor, mask: torch.Tensor | None, image_embeds: torch.Tensor, pair_image: list[int],
-        index: torch.Tensor,
+        self, input_ids: torch.Tensor, mask: torch.Tensor | None, image_embeds: torch.Tensor, index: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the CLS of each text encoded alone (ITC) and with its image (ITM).
 
@@ -233,6 +229,7 @@ class Engine:
         hidden = encoder.embeddings(input_ids=input_ids)
         hidden = torch.cat([hidden, hidden])
         both_mask = None if mask is None else torch.cat([mask, mask])
+        sizes = [] if self.gather_cross_kv else index.bincount(minlength=image_embeds.shape[0]).tolist()
         for layer in encoder.encoder.layer:
             attn = layer.attention
             q, k, v = (self._heads(proj(hidden)) for proj in (attn.self.query, attn.self.key, attn.self.value))
@@ -240,7 +237,7 @@ class Engine:
             cross = layer.crossattention
             fused = hidden[texts:]
             key, value = self._heads(cross.self.key(image_embeds)), self._heads(cross.self.value(image_embeds))
-            context = self._cross_attend(self._heads(cross.self.query(fused)), key, value, pair_image, index)
+            context = self._cross_attend(self._heads(cross.self.query(fused)), key, value, index, sizes)
             hidden = torch.cat([hidden[:texts], cross.output(context, fused)])
             hidden = layer.output(layer.intermediate(hidden), hidden)
         return hidden[:texts, 0, :], hidden[texts:, 0, :]

@@ -140,8 +140,9 @@ def test_parity_when_the_text_pass_is_split_by_its_token_budget(reference: BlipF
     finally:
         hook.remove()
     # Then the text encoder ran in several passes, each within the budget unless one text alone exceeds it
+    longest = max(len(ids) for ids in loaded.tokenizer(list(TEXTS))["input_ids"])
     assert len(feed_forward) > 1
-    assert all(tokens <= max(text_tokens, 2 * 16) for tokens in feed_forward)
+    assert all(tokens <= max(text_tokens, 2 * longest) for tokens in feed_forward)
     # And every pair still matches transformers' forward
     assert diff <= TOLERANCE
 
@@ -206,7 +207,6 @@ def test_bench_runs_and_formats(tmp_path) -> None:  # type: ignore[no-untyped-de
     vision_gflop = model_flops(load_model("random:tiny").model.config, 1)["vision"] / 1e9
     extra = rows["a2_naive_model_card_itm_itc"]["gflop"] - rows["a_naive_per_pair"]["gflop"]
     assert vision_gflop < extra < 1.5 * vision_gflop
-    assert rows["a_naive_per_pair"]["vs_naive"] == 1.0 and rows["a2_naive_model_card_itm_itc"]["vs_model_card"] == 1.0
     assert out.exists() and "x card" in format_table(results)
 
 
