@@ -24,6 +24,7 @@ import redis
 
 from core.deliveries import RECLAIM_SECONDS, DeliveryLog
 from core.jobs import Job, epoch_to_rfc3339, now_rfc3339, rfc3339_to_epoch
+from core.metrics import Recorder
 from core.ssrf import (
     Resolver,
     ResolutionFailed,
@@ -90,6 +91,7 @@ class WebhookDeliverer:
     def __init__(self, settings: Settings, store: JobStore, deliveries: DeliveryLog, *, name: str,
                  sender: PinnedSender | None = None, resolver: Resolver = system_resolver,
                  on_scheduled: Callable[[float], None] = lambda due: None,
+                 on_attempt: Callable[[Job, Verdict], None] = lambda job, verdict: None,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.deliveries = deliveries
@@ -107,6 +109,7 @@ class WebhookDeliverer:
                               + 2 * settings.webhook_read_timeout + 10.0)
         self.resolver = resolver
         self.on_scheduled = on_scheduled
+        self.on_attempt = on_attempt
         self.clock = clock
 
     def deliver(self, job_id: str) -> str:
@@ -177,6 +180,7 @@ class WebhookDeliverer:
 
         if self.store.update(job.id, mutate) is None:
             return "superseded"
+        self.on_attempt(job, verdict)
         if next_due is not None:
             self.deliveries.schedule(job.id, next_due)
             self.on_scheduled(next_due)
@@ -272,8 +276,11 @@ class WebhookService:
         self.deliveries = DeliveryLog(client, ttl_seconds=settings.result_ttl_seconds)
         self.poller = RetryPoller(self.deliveries, enqueue, interval=settings.webhook_poll_seconds,
                                   hold=RECLAIM_SECONDS)
-        self.deliverer = WebhookDeliverer(settings, store, self.deliveries, name=name, resolver=resolver,
-                                          on_scheduled=self.poller.wake)
+        metrics = Recorder(client)
+        self.deliverer = WebhookDeliverer(
+            settings, store, self.deliveries, name=name, resolver=resolver, on_scheduled=self.poller.wake,
+            on_attempt=lambda job, v: metrics.webhook(v.outcome, job_id=job.id, error=v.message or v.error),
+        )
         if not settings.webhook_secrets:
             log.warning("VERIFIER_WEBHOOK_SECRET is not set: webhooks are sent UNSIGNED "
                         "(no webhook-signature header); consumers cannot tell them from forgeries")

@@ -23,6 +23,7 @@ import pytest
 import redis as redis_lib
 from standardwebhooks import Webhook
 
+from core import metrics
 from core.deliveries import DUE_KEY, DeliveryLog
 from core.errors import ImageNotFound
 from core.jobs import ImageInfo, Job, JobResult, ModelInfo, PairResult, WebhookState
@@ -190,6 +191,18 @@ def test_fails_twice_then_succeeds_in_three_attempts_with_one_webhook_id(make_ha
     gaps = [b.at - a.at for a, b in zip(rx.requests, rx.requests[1:])]
     assert gaps[0] >= 0.17 and gaps[1] >= 0.35
     assert h.deliveries.due_at(job.id) is None
+
+
+def test_every_recorded_attempt_is_counted_in_the_metrics(make_harness, redis_client) -> None:  # type: ignore[no-untyped-def]
+    # Given a receiver that fails once and then accepts, with the counters emptied
+    redis_client.delete(f"{metrics.M}webhooks", f"{metrics.M}webhook_failures")
+    h = make_harness()
+    with receiving([Reply(500), Reply(204)]) as rx:
+        h.send(job := h.job(rx.url()))
+        h.final(job)
+    # Then /metrics and the dashboard see one retrying attempt and one delivered
+    wait_for(lambda: metrics.webhook_counts(redis_client).get("delivered"), timeout=5, what="the delivered count")
+    assert metrics.webhook_counts(redis_client) == {"retrying": 1, "delivered": 1}
 
 
 def test_a_receiver_that_always_fails_is_marked_failed_after_the_schedule(make_harness) -> None:  # type: ignore[no-untyped-def]
