@@ -13,6 +13,7 @@ from api.intake import Intake
 from api.limits import TenantQuota
 from api.queue import CeleryEnqueuer, Enqueuer
 from core.errors import PayloadTooLarge, RateLimited, ServiceUnavailable, VerifierError
+from core.metrics import broker_redis
 from core.settings import Settings
 from core.store import JobStore
 
@@ -39,6 +40,7 @@ def create_app(settings: Settings, *, enqueuer: Enqueuer | None = None) -> Flask
     app.extensions["verifier"] = {
         "settings": settings,
         "redis": client,
+        "broker": broker_redis(settings, client),
         "store": store,
         "intake": Intake(settings, store, enqueuer or CeleryEnqueuer(settings),
                          quota=TenantQuota(client, max_queued=settings.tenant_max_queued)),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 from flask import current_app, g
@@ -44,14 +43,7 @@ def get_redis() -> redis.Redis:
 
 def get_broker() -> redis.Redis:
     """Return a client of the broker's Redis (the job store's unless the broker is set apart)."""
-    ext: dict[str, Any] = current_app.extensions["verifier"]
-    if "broker" not in ext:
-        settings = get_settings()
-        if settings.broker_url and settings.broker_url != settings.redis_url:
-            ext["broker"] = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=2, socket_timeout=5)
-        else:
-            ext["broker"] = ext["redis"]
-    return ext["broker"]
+    return current_app.extensions["verifier"]["broker"]
 
 
 def get_principal() -> Principal:

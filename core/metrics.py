@@ -31,6 +31,7 @@ import redis
 from core.celery_config import PRIORITY_STEPS
 from core.jobs import Job, Status, rfc3339_to_epoch
 from core.names import KEY_PREFIX, VERIFY_QUEUE, WEBHOOK_QUEUE
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +253,14 @@ class Recorder:
 
 def _decode_hash(raw: Mapping[Any, Any]) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+def broker_redis(settings: Settings, client: redis.Redis) -> redis.Redis:
+    """Return a client of the Celery broker's Redis, where queue depths live: ``client`` itself
+    unless the broker is set apart (``VERIFIER_BROKER_URL``)."""
+    if settings.celery_broker_url == settings.redis_url:
+        return client
+    return redis.Redis.from_url(settings.celery_broker_url, socket_connect_timeout=2, socket_timeout=5)
 
 
 def priority_lists(queue: str) -> list[str]:

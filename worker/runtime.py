@@ -15,7 +15,7 @@ from celery import Celery
 
 from core.celery_config import PRIORITIES
 from core.jobs import Job, ModelInfo
-from core.metrics import Recorder
+from core.metrics import Recorder, broker_redis
 from core.names import VERIFY_QUEUE, VERIFY_TASK, WEBHOOK_QUEUE, WEBHOOK_TASK
 from core.settings import Settings
 from core.store import JobStore
@@ -53,15 +53,18 @@ class Runtime:
         if WEBHOOK_QUEUE in queues:
             from worker.webhooks import WebhookService
 
-            self.webhooks = WebhookService(settings, self.store, self.redis, name=self.name, enqueue=lambda job_id:
-                                           self.app.send_task(WEBHOOK_TASK, args=[job_id], queue=WEBHOOK_QUEUE))
+            self.webhooks = WebhookService(settings, self.store, self.redis, name=self.name,
+                                           enqueue=self._enqueue_webhook)
             self.webhooks.start()
-        self.watchdog = Watchdog(
-            self.redis, self.store, self._enqueue_verify, name=self.name,
-            interval=settings.worker_heartbeat_seconds,
-            stale_after=max(2 * settings.worker_dead_after_seconds, 10.0),
-            stuck_after=float(settings.visibility_timeout_seconds),
-        )
+        self.watchdog: Watchdog | None = None
+        if VERIFY_QUEUE in queues:
+            self.watchdog = Watchdog(
+                self.redis, self.store, self._enqueue_verify, name=self.name,
+                broker=broker_redis(settings, self.redis),
+                interval=settings.worker_heartbeat_seconds,
+                stale_after=max(2 * settings.worker_dead_after_seconds, 10.0),
+                stuck_after=float(settings.visibility_timeout_seconds),
+            )
         self._heartbeat = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
         self._heartbeat.start()
 
@@ -83,7 +86,6 @@ class Runtime:
                  loaded.dtype, load_seconds)
         if loaded.random_weights:
             log.warning("model %s has RANDOM weights: its scores are meaningless", s.model)
-        self.engine = engine
         self.batcher = MicroBatcher(engine.score, max_pairs=s.batch_max_pairs, max_images=s.batch_max_images,
                                     max_wait_ms=s.batch_max_wait_ms, on_batch=self.metrics.batch)
         self.info.update(model=loaded.name, revision=loaded.revision, device=str(loaded.device),
@@ -119,7 +121,7 @@ class Runtime:
         self.metrics.job(job, stages=stages)
         if job.webhook is not None:
             try:
-                self.app.send_task(WEBHOOK_TASK, args=[job.id], queue=WEBHOOK_QUEUE)
+                self._enqueue_webhook(job.id)
             except Exception as exc:  # noqa: BLE001 - the store's backstop schedule sends it later
                 log.warning("could not enqueue the webhook of job %s (%s); the schedule will send it", job.id, exc)
 
@@ -134,17 +136,16 @@ class Runtime:
                     info.update(batches=stats.batches, pairs=stats.pairs, jobs=stats.requests,
                                 mean_batch_pairs=round(stats.mean_batch_pairs, 2))
                 write_heartbeat(self.redis, self.name, info, ttl=self.settings.worker_dead_after_seconds)
-                if VERIFY_QUEUE in self.queues:
-                    self.requeue_orphans()
+                if self.watchdog is not None:
+                    self.watchdog.sweep()
             except redis.RedisError as exc:
                 log.warning("heartbeat failed (Redis): %s", exc)
             except Exception:  # noqa: BLE001 - the heartbeat thread must outlive any bug
                 log.exception("heartbeat failed")
             self._stop.wait(interval)
 
-    def requeue_orphans(self) -> int:
-        """Run one watchdog pass (see worker/watchdog.py)."""
-        return self.watchdog.sweep()
+    def _enqueue_webhook(self, job_id: str) -> None:
+        self.app.send_task(WEBHOOK_TASK, args=[job_id], queue=WEBHOOK_QUEUE)
 
     def _enqueue_verify(self, job: Job) -> None:
         self.app.send_task(VERIFY_TASK, args=[job.id], queue=VERIFY_QUEUE,

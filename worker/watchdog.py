@@ -37,8 +37,9 @@ class Watchdog:
     """Find orphaned jobs and enqueue them again."""
 
     def __init__(self, client: redis.Redis, store: JobStore, enqueue: Callable[[Job], Any], *, name: str,
-                 interval: float, stale_after: float, stuck_after: float) -> None:
+                 interval: float, stale_after: float, stuck_after: float, broker: redis.Redis | None = None) -> None:
         self.redis = client
+        self.broker = broker or client  # where Celery keeps the verify queue
         self.store = store
         self.enqueue = enqueue
         self.name = name
@@ -60,7 +61,7 @@ class Watchdog:
             stuck = (rfc3339_to_epoch(job.started_at) or now) < now - self.stuck_after
             if (dead or stuck) and self._requeue(job, reason="its worker died" if dead else "it is stuck"):
                 count += 1
-        if sum(queue_depths(self.redis, [VERIFY_QUEUE]).values()) == 0:
+        if sum(queue_depths(self.broker, [VERIFY_QUEUE]).values()) == 0:
             cutoff = now - self.stale_after
             for raw in self.redis.zrangebyscore(f"{P}queued", "-inf", cutoff, start=0, num=500):
                 job = self.store.get(text(raw))
