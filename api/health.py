@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import redis
@@ -27,14 +26,9 @@ def readyz() -> Any:
     settings = get_settings()
     checks: dict[str, Any] = {}
     try:
-        client.ping()
+        workers = list_workers(client, dead_after=settings.worker_dead_after_seconds)
         checks["redis"] = "ok"
-        recent = time.time() - settings.worker_dead_after_seconds
-        warm = [
-            w for w in list_workers(client)
-            if w["alive"] and w.get("model_loaded") and (w.get("last_seen") or 0) >= recent
-        ]
-        checks["warm_workers"] = len(warm)
+        checks["warm_workers"] = sum(1 for w in workers if w["alive"] and w.get("model_loaded"))
     except (redis.ConnectionError, redis.TimeoutError):
         checks["redis"] = "unreachable"
         checks["warm_workers"] = 0

@@ -89,9 +89,8 @@ class RedisCollector(Collector):
                                  labels=["worker", "model", "device", "dtype", "queues"])
         seen = GaugeMetricFamily(PREFIX + "worker_last_heartbeat_timestamp_seconds",
                                  "Unix time of the worker's last heartbeat.", labels=["worker"])
-        for w in list_workers(self.redis):
-            name, last = w["name"], float(w.get("last_seen") or 0.0)
-            alive = bool(w.get("alive")) and now - last <= self.dead_after
+        for w in list_workers(self.redis, dead_after=self.dead_after, now=now):
+            name, last, alive = w["name"], float(w.get("last_seen") or 0.0), w["alive"]
             up.add_metric([name], int(alive))
             warm.add_metric([name], int(alive and bool(w.get("model_loaded"))))
             info.add_metric([name, str(w.get("model") or ""), str(w.get("device") or ""), str(w.get("dtype") or ""),

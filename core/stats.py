@@ -83,9 +83,8 @@ def failures(client: redis.Redis, codes: dict[str, int], *, since: float) -> lis
 def workers(client: redis.Redis, *, dead_after: float, now: float) -> dict[str, Any]:
     """Return the workers seen in the last hour, newest heartbeat first, and how many are up."""
     rows = []
-    for info in list_workers(client):
-        last_seen = info.get("last_seen") or 0.0
-        alive = bool(info.get("alive")) and now - last_seen <= dead_after
+    for info in list_workers(client, dead_after=dead_after, now=now):
+        alive, last_seen = info["alive"], info.get("last_seen") or 0.0
         rows.append({
             "name": info["name"],
             "alive": alive,

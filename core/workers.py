@@ -40,21 +40,27 @@ def is_alive(client: redis.Redis, name: str | None) -> bool:
     return bool(name) and bool(client.exists(worker_key(name or "")))
 
 
-def list_workers(client: redis.Redis, *, keep_dead_for: float = 3600.0) -> list[dict[str, Any]]:
-    """Return every worker seen recently, with ``alive`` set from its heartbeat."""
-    now = time.time()
-    client.zremrangebyscore(REGISTRY, "-inf", now - keep_dead_for)
-    names = [text(n) for n in client.zrevrange(REGISTRY, 0, -1)]
-    if not names:
+def heartbeat_current(info: dict[str, Any], *, now: float, dead_after: float) -> bool:
+    """Return whether a listed worker is up: its heartbeat key lives and its last beat (the
+    writer's clock) is at most ``dead_after`` seconds old by the reader's ``now``."""
+    return bool(info.get("alive")) and now - float(info.get("last_seen") or 0.0) <= dead_after
+
+
+def list_workers(client: redis.Redis, *, dead_after: float | None = None, now: float | None = None,
+                 keep_dead_for: float = 3600.0) -> list[dict[str, Any]]:
+    """Return every worker seen recently, newest beat first, with ``alive`` set from its heartbeat
+    (and, given ``dead_after``, from the age of its last beat too; see ``heartbeat_current``)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.zremrangebyscore(REGISTRY, "-inf", time.time() - keep_dead_for)
+    pipe.zrevrange(REGISTRY, 0, -1, withscores=True)
+    seen = {text(name): score for name, score in pipe.execute()[1]}
+    if not seen:
         return []
-    raws = client.mget([worker_key(n) for n in names])
-    seen = dict(zip(names, client.zmscore(REGISTRY, names)))
     workers = []
-    for name, raw in zip(names, raws):
-        if raw is not None:
-            info = json.loads(raw)
-            info["alive"] = True
-        else:
-            info = {"name": name, "last_seen": seen.get(name), "alive": False}
+    for name, raw in zip(seen, client.mget([worker_key(n) for n in seen])):
+        info = json.loads(raw) if raw is not None else {"name": name, "last_seen": seen[name]}
+        info["alive"] = raw is not None
+        if dead_after is not None:
+            info["alive"] = heartbeat_current(info, now=time.time() if now is None else now, dead_after=dead_after)
         workers.append(info)
     return workers

@@ -18,7 +18,7 @@ import redis
 
 from core.names import VERIFY_QUEUE, WEBHOOK_QUEUE
 from core.settings import Settings
-from core.workers import list_workers
+from core.workers import heartbeat_current, list_workers
 
 
 def add_parser(sub: Any) -> None:
@@ -34,9 +34,7 @@ def healthy_workers(workers: list[dict[str, Any]], *, host: str, queues: tuple[s
     """Return the workers in ``workers`` that are alive on ``host``, serve ``queues`` and are warm."""
     found = []
     for w in workers:
-        if not w.get("alive") or w.get("host") != host:
-            continue
-        if (w.get("last_seen") or 0) < now - dead_after:
+        if w.get("host") != host or not heartbeat_current(w, now=now, dead_after=dead_after):
             continue
         if not set(queues) <= set(w.get("queues") or ()):
             continue
