@@ -17,6 +17,7 @@ from typing import Any
 import redis
 
 from core.names import KEY_PREFIX as P
+from core.redistext import text
 
 DUE_KEY = f"{P}wh:due"
 MAX_RECORDS = 100
@@ -83,7 +84,7 @@ class DeliveryLog:
     def claim_due(self, now: float, *, limit: int, hold: float) -> list[str]:
         """Return up to ``limit`` job ids due by ``now``, pushed back to ``now + hold``."""
         ids = self._claim(keys=[DUE_KEY], args=[now, limit, now + hold])
-        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+        return [text(i) for i in ids]
 
     def next_due(self) -> float | None:
         """Return when the earliest entry is due, or None when nothing is scheduled."""

@@ -172,16 +172,3 @@ class StorageUnavailable(TransientError):
 
     code = "storage_unavailable"
     status = 503
-
-
-JOB_ERROR_CODES = (
-    "image_not_found",
-    "image_access_denied",
-    "image_too_large",
-    "image_invalid",
-    "storage_unavailable",
-    "expired",
-    "canceled",
-    "worker_crashed",
-    "internal",
-)

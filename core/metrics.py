@@ -32,12 +32,12 @@ from core.celery_config import PRIORITY_STEPS
 from core.jobs import Job, Status, rfc3339_to_epoch
 from core.names import KEY_PREFIX, VERIFY_QUEUE, WEBHOOK_QUEUE
 from core.settings import Settings
+from core.redistext import text
+from core.store import QUEUED_INDEX, RUNNING_INDEX
 
 log = logging.getLogger(__name__)
 
 M = f"{KEY_PREFIX}m:"
-QUEUED_INDEX = f"{KEY_PREFIX}queued"  # zset: queued job ids scored by creation time (core.store)
-RUNNING_INDEX = f"{KEY_PREFIX}running"
 MINUTE_TTL = 2 * 3600
 RECENT_FAILURES = 200
 QUEUES = (VERIFY_QUEUE, WEBHOOK_QUEUE)
@@ -252,7 +252,7 @@ class Recorder:
 
 
 def _decode_hash(raw: Mapping[Any, Any]) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in raw.items()}
+    return {text(k): text(v) for k, v in raw.items()}
 
 
 def broker_redis(settings: Settings, client: redis.Redis) -> redis.Redis:

@@ -7,7 +7,6 @@ Keys (all under ``cv:``):
 - ``running``: job ids that are running, scored by start time (the watchdog scans it).
 - ``queued``: job ids that are queued, scored by creation time (the oldest-queued-job metric).
 - ``idem:{tenant}:{key}``: the job id an ``Idempotency-Key`` created.
-- ``worker:{name}``: a worker's heartbeat (JSON, with a TTL).
 """
 
 from __future__ import annotations
@@ -19,21 +18,19 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import redis
 
-from core.errors import Conflict, JobError, MalformedRequest, NotFound, ServiceUnavailable, WorkerCrashed
+from core.errors import Canceled, Conflict, JobError, MalformedRequest, NotFound, ServiceUnavailable, WorkerCrashed
 from core.jobs import TERMINAL, Job, JobErrorBody, JobResult, Status, now_rfc3339
 from core.deliveries import DUE_KEY as WEBHOOK_DUE_KEY
 from core.names import KEY_PREFIX as P
 from core.redistext import text
 
 ALL = "all"
-
-
-class Clock(Protocol):
-    def __call__(self) -> float: ...
+QUEUED_INDEX = f"{P}queued"  # zset: queued job ids scored by creation time
+RUNNING_INDEX = f"{P}running"  # zset: running job ids scored by start time
 
 
 def _member(job: Job) -> str:
@@ -60,7 +57,7 @@ def decode_cursor(cursor: str) -> str:
 class JobStore:
     """Create, read, transition and list jobs in Redis."""
 
-    def __init__(self, client: redis.Redis, *, result_ttl_seconds: int, clock: Clock = time.time,
+    def __init__(self, client: redis.Redis, *, result_ttl_seconds: int, clock: Callable[[], float] = time.time,
                  webhook_backstop_seconds: float = 60.0) -> None:
         self.redis = client
         self.result_ttl = result_ttl_seconds
@@ -76,6 +73,10 @@ class JobStore:
     def index_key(tenant: str, status: str) -> str:
         return f"{P}idx:{tenant}:{status}"
 
+    @staticmethod
+    def idem_key(tenant: str, idempotency_key: str) -> str:
+        return f"{P}idem:{tenant}:{idempotency_key}"
+
     # --- create / read ------------------------------------------------------------
     def create(self, job: Job, *, idempotency_key: str | None = None) -> tuple[Job, bool]:
         """Store a new queued job; return ``(job, created)``.
@@ -84,25 +85,25 @@ class JobStore:
         (``created`` False) when the request hash matches, else raise ``Conflict``.
         """
         job.created_us = job.created_us or int(self.clock() * 1_000_000)
-        idem_key = f"{P}idem:{job.tenant}:{idempotency_key}" if idempotency_key else None
+        idem_key = self.idem_key(job.tenant, idempotency_key) if idempotency_key else None
         with self._guard():
             if idem_key:
                 # Claim the key first: of two concurrent requests with the same key, one wins.
                 claimed = self.redis.set(idem_key, job.id, nx=True, ex=self.result_ttl)
                 if not claimed:
-                    return self._replay(idem_key, job), False
+                    return self._replay(self.redis.get(idem_key), job), False
             pipe = self.redis.pipeline(transaction=True)
             pipe.set(self.job_key(job.id), job.to_json(), nx=True)
             member = _member(job)
             pipe.zadd(self.index_key(job.tenant, ALL), {member: 0})
             pipe.zadd(self.index_key(job.tenant, job.status.value), {member: 0})
             if job.status == Status.QUEUED:
-                pipe.zadd(f"{P}queued", {job.id: job.created_us / 1_000_000})
+                pipe.zadd(QUEUED_INDEX, {job.id: job.created_us / 1_000_000})
             pipe.execute()
         return job, True
 
-    def _replay(self, idem_key: str, job: Job) -> Job:
-        existing_id = self.redis.get(idem_key)
+    def _replay(self, existing_id: Any, job: Job) -> Job:
+        """Return the job ``existing_id`` (what the idempotency key holds) if ``job`` repeats its request."""
         existing = self.get(text(existing_id)) if existing_id else None
         if existing is None:
             # The first request is still being written (or expired): ask the client to retry.
@@ -118,16 +119,14 @@ class JobStore:
 
         Raises ``Conflict`` when the key was used with another body (or is still being written).
         """
-        idem_key = f"{P}idem:{job.tenant}:{idempotency_key}"
         with self._guard():
-            if not self.redis.exists(idem_key):
-                return None
-            return self._replay(idem_key, job)
+            existing_id = self.redis.get(self.idem_key(job.tenant, idempotency_key))
+            return None if existing_id is None else self._replay(existing_id, job)
 
     def release_idempotency_key(self, tenant: str, key: str) -> None:
         """Forget an idempotency key (used when enqueueing its job failed)."""
         with self._guard():
-            self.redis.delete(f"{P}idem:{tenant}:{key}")
+            self.redis.delete(self.idem_key(tenant, key))
 
     def delete(self, job: Job) -> None:
         """Remove a job that was never enqueued."""
@@ -136,7 +135,7 @@ class JobStore:
             pipe.delete(self.job_key(job.id))
             for status in (ALL, job.status.value):
                 pipe.zrem(self.index_key(job.tenant, status), _member(job))
-            pipe.zrem(f"{P}queued", job.id)
+            pipe.zrem(QUEUED_INDEX, job.id)
             pipe.execute()
 
     def get(self, job_id: str) -> Job | None:
@@ -189,13 +188,13 @@ class JobStore:
             pipe.zrem(self.index_key(job.tenant, before.value), member)
             pipe.zadd(self.index_key(job.tenant, job.status.value), {member: 0})
             if job.status == Status.RUNNING:
-                pipe.zadd(f"{P}running", {job.id: self.clock()})
+                pipe.zadd(RUNNING_INDEX, {job.id: self.clock()})
             elif before == Status.RUNNING:
-                pipe.zrem(f"{P}running", job.id)
+                pipe.zrem(RUNNING_INDEX, job.id)
             if job.status == Status.QUEUED:
-                pipe.zadd(f"{P}queued", {job.id: job.created_us / 1_000_000})
+                pipe.zadd(QUEUED_INDEX, {job.id: job.created_us / 1_000_000})
             elif before == Status.QUEUED:
-                pipe.zrem(f"{P}queued", job.id)
+                pipe.zrem(QUEUED_INDEX, job.id)
             if job.status in TERMINAL and job.webhook is not None and job.webhook.status == "pending":
                 # A backstop in the webhook schedule, written with the final status: if the
                 # process dies before it enqueues the delivery, a webhook poller sends it later.
@@ -213,10 +212,8 @@ class JobStore:
         def mutate(job: Job) -> bool:
             if job.status == Status.QUEUED or (job.status == Status.RUNNING and may_take_over(job)):
                 if max_starts is not None and job.starts >= max_starts:
-                    job.status = Status.FAILED
-                    job.error = JobErrorBody(code=WorkerCrashed.code, message=(
-                        f"the job was started {job.starts} times without finishing; it is not retried again"))
-                    job.finished_at = now_rfc3339()
+                    _finish(job, Status.FAILED, WorkerCrashed.code,
+                            f"the job was started {job.starts} times without finishing; it is not retried again")
                     return True
                 job.status = Status.RUNNING
                 job.worker = worker
@@ -250,25 +247,25 @@ class JobStore:
                 return False
             if worker is not None and job.status == Status.RUNNING and job.worker != worker:
                 return False
-            job.status = Status.FAILED
-            job.error = JobErrorBody(code=error.code, message=error.message)
-            job.finished_at = now_rfc3339()
+            _finish(job, Status.FAILED, error.code, error.message)
             return True
 
         return self.update(job_id, mutate)
 
     def cancel(self, job_id: str, *, tenant: str | None = None) -> Job:
-        """Cancel a queued or running job; raise ``Conflict`` once it has finished."""
-        self.require(job_id, tenant=tenant)
+        """Cancel a queued or running job; raise ``Conflict`` once it has finished.
+
+        A job of another tenant is ``NotFound``, as a missing one is.
+        """
         state: dict[str, Status] = {}
 
         def mutate(job: Job) -> bool:
+            if tenant is not None and job.tenant != tenant:
+                return False
             state["status"] = job.status
             if job.status in TERMINAL:
                 return False
-            job.status = Status.CANCELED
-            job.error = JobErrorBody(code="canceled", message="the job was canceled by its owner")
-            job.finished_at = now_rfc3339()
+            _finish(job, Status.CANCELED, Canceled.code, "the job was canceled by its owner")
             return True
 
         job = self.update(job_id, mutate)
@@ -306,7 +303,7 @@ class JobStore:
     def running_jobs(self, *, older_than: float) -> builtins.list[str]:
         """Return ids of jobs running since before ``older_than`` (epoch seconds)."""
         with self._guard():
-            return [text(m) for m in self.redis.zrangebyscore(f"{P}running", "-inf", older_than)]
+            return [text(m) for m in self.redis.zrangebyscore(RUNNING_INDEX, "-inf", older_than)]
 
     def count(self, *, tenant: str, status: str) -> int:
         """Return how many jobs of ``tenant`` are in ``status`` (index entries)."""
@@ -317,6 +314,13 @@ class JobStore:
     @staticmethod
     def _guard() -> _RedisGuard:
         return _RedisGuard()
+
+
+def _finish(job: Job, status: Status, code: str, message: str) -> None:
+    """End ``job`` in ``status`` with an error body."""
+    job.status = status
+    job.error = JobErrorBody(code=code, message=message)
+    job.finished_at = now_rfc3339()
 
 
 class _RedisGuard:

@@ -27,7 +27,7 @@ from core.metrics import queue_depths
 from core.names import KEY_PREFIX as P
 from core.names import VERIFY_QUEUE
 from core.redistext import text
-from core.store import JobStore
+from core.store import QUEUED_INDEX, JobStore
 from core.workers import is_alive
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class Watchdog:
                 count += 1
         if sum(queue_depths(self.broker, [VERIFY_QUEUE]).values()) == 0:
             cutoff = now - self.stale_after
-            for raw in self.redis.zrangebyscore(f"{P}queued", "-inf", cutoff, start=0, num=500):
+            for raw in self.redis.zrangebyscore(QUEUED_INDEX, "-inf", cutoff, start=0, num=500):
                 job = self.store.get(text(raw))
                 if job is not None and job.status == Status.QUEUED and self._requeue(job, reason="it was lost"):
                     count += 1
