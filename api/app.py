@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 from api.intake import Intake
 from api.limits import TenantQuota
 from api.queue import CeleryEnqueuer, Enqueuer
+from core.deliveries import DeliveryLog
 from core.errors import PayloadTooLarge, RateLimited, ServiceUnavailable, VerifierError
 from core.metrics import broker_redis
 from core.settings import Settings
@@ -23,7 +24,6 @@ _HTTP_CODES = {
     400: "bad_request",
     404: "not_found",
     405: "method_not_allowed",
-    413: "payload_too_large",
     415: "unsupported_media_type",
 }
 
@@ -41,6 +41,7 @@ def create_app(settings: Settings, *, enqueuer: Enqueuer | None = None) -> Flask
         "settings": settings,
         "redis": client,
         "broker": broker_redis(settings, client),
+        "deliveries": DeliveryLog(client, ttl_seconds=settings.result_ttl_seconds),
         "store": store,
         "intake": Intake(settings, store, enqueuer or CeleryEnqueuer(settings),
                          quota=TenantQuota(client, max_queued=settings.tenant_max_queued)),
@@ -69,9 +70,7 @@ def error_response(error: VerifierError) -> Any:
     """Render a ``VerifierError`` as the contract's error body and status."""
     response = jsonify({"error": error.to_dict()})
     response.status_code = error.status
-    if isinstance(error, RateLimited):
-        response.headers["Retry-After"] = str(error.retry_after)
-    elif isinstance(error, ServiceUnavailable):
+    if isinstance(error, (RateLimited, ServiceUnavailable)):
         response.headers["Retry-After"] = str(error.retry_after)
     return response
 

@@ -26,8 +26,11 @@ _RULE_ARG = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
 @bp.get("/openapi.json")
 def openapi_document() -> Any:
-    """Return the OpenAPI document of this app."""
-    return build_document(current_app)
+    """Return the OpenAPI document of this app (built on the first request: the routes are fixed by then)."""
+    ext = current_app.extensions["verifier"]
+    if "openapi" not in ext:
+        ext["openapi"] = build_document(current_app)
+    return ext["openapi"]
 
 
 def build_document(app: Flask) -> dict[str, Any]:

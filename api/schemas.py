@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import re
 from typing import Any, Literal
 
@@ -56,13 +55,6 @@ class JobRequest(BaseModel):
     @classmethod
     def _texts(cls, value: list[str] | None) -> list[str] | None:
         return None if value is None else [_check_text(t) for t in value]
-
-    @field_validator("threshold")
-    @classmethod
-    def _threshold(cls, value: float | None) -> float | None:
-        if value is not None and not math.isfinite(value):
-            raise ValueError("the threshold must be a finite number")
-        return value
 
     @field_validator("metadata")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import lru_cache
 
 from core.ssrf import CachingResolver, ResolutionFailed, parse_networks, pin
 
@@ -12,6 +13,7 @@ log = logging.getLogger(__name__)
 # (a batch of jobs usually names one webhook host).
 DNS_TIMEOUT_SECONDS = 2.0
 _resolver = CachingResolver(ttl=30.0)
+_networks = lru_cache(maxsize=8)(parse_networks)  # the allowlist is parsed once, not once per job
 
 
 def check_webhook_url(url: str, *, allowlist: tuple[str, ...] = ()) -> None:
@@ -22,6 +24,6 @@ def check_webhook_url(url: str, *, allowlist: tuple[str, ...] = ()) -> None:
     down for a moment, and the delivery checks again and fails with ``dns_failed`` if it must.
     """
     try:
-        pin(url, allowlist=parse_networks(allowlist), timeout=DNS_TIMEOUT_SECONDS, resolver=_resolver)
+        pin(url, allowlist=_networks(allowlist), timeout=DNS_TIMEOUT_SECONDS, resolver=_resolver)
     except ResolutionFailed as exc:
         log.info("webhook_url accepted without a DNS answer: %s", exc)

@@ -6,9 +6,9 @@ import logging
 import time
 from typing import Any
 
-from flask import Blueprint
+from flask import Blueprint, current_app
 
-from api.context import get_intake, get_principal, get_settings, get_store
+from api.context import get_intake, get_principal, get_store
 from core.deliveries import RECLAIM_SECONDS, DeliveryLog
 from core.errors import Conflict, ServiceUnavailable
 from core.jobs import Job, now_rfc3339
@@ -19,9 +19,8 @@ bp = Blueprint("webhooks", __name__, url_prefix="/v1/jobs")
 
 
 def get_deliveries() -> DeliveryLog:
-    """Return the delivery log over the app's Redis client."""
-    store = get_store()
-    return DeliveryLog(store.redis, ttl_seconds=get_settings().result_ttl_seconds)
+    """Return the app's delivery log (built with the app, over its Redis client)."""
+    return current_app.extensions["verifier"]["deliveries"]
 
 
 @bp.get("/<job_id>/deliveries")
