@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, request
 
 from api.context import get_intake, get_principal, get_store
-from api.schemas import BatchRequest
+from api.schemas import DEFAULT_LIST_LIMIT, MAX_IDEMPOTENCY_KEY, MAX_LIST_LIMIT, BatchRequest
 from api.validation import json_body, validate
 from api.webhooks import schedule_webhook
 from core.errors import InvalidField, VerifierError
@@ -16,7 +16,6 @@ from core.metrics import Recorder
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 
-MAX_IDEMPOTENCY_KEY = 255
 
 
 def _idempotency_key() -> str | None:
@@ -41,7 +40,7 @@ def create_job() -> Any:
 
 @bp.post("/batch")
 def create_batch() -> Any:
-    """Accept up to 1000 jobs; each item succeeds or fails on its own."""
+    """Accept up to MAX_BATCH_JOBS jobs; each item succeeds or fails on its own."""
     batch = validate(BatchRequest, json_body(request))
     principal = get_principal()
     items = get_intake().submit_many(batch.jobs, tenant=principal.tenant, buckets=principal.buckets)
@@ -61,9 +60,9 @@ def list_jobs() -> Any:
     status = request.args.get("status")
     if status is not None and status not in {s.value for s in Status}:
         raise InvalidField(f"status must be one of {', '.join(s.value for s in Status)}", code="invalid_status")
-    raw_limit = request.args.get("limit", "50")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
-        raise InvalidField("limit must be an integer from 1 to 1000", code="invalid_limit")
+    raw_limit = request.args.get("limit", str(DEFAULT_LIST_LIMIT))
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIST_LIMIT:
+        raise InvalidField(f"limit must be an integer from 1 to {MAX_LIST_LIMIT}", code="invalid_limit")
     jobs, cursor = get_store().list(
         tenant=get_principal().tenant, status=status, limit=int(raw_limit), cursor=request.args.get("cursor") or None
     )

@@ -15,7 +15,16 @@ from typing import Any
 from flask import Blueprint, Flask, current_app
 from pydantic.json_schema import models_json_schema
 
-from api.schemas import MAX_BATCH_JOBS, BatchRequest, JobRequest
+from api.schemas import (
+    DEFAULT_LIST_LIMIT,
+    DEFAULT_WINDOW_MINUTES,
+    MAX_BATCH_JOBS,
+    MAX_IDEMPOTENCY_KEY,
+    MAX_LIST_LIMIT,
+    MAX_WINDOW_MINUTES,
+    BatchRequest,
+    JobRequest,
+)
 from core.jobs import INTERNAL_FIELDS, Job, Status
 
 bp = Blueprint("openapi", __name__)
@@ -150,7 +159,7 @@ def _operations() -> dict[tuple[str, str], dict[str, Any]]:
             "operationId": "createJob", "summary": "Submit one job",
             "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
                             "description": "the same key and body return the same job (200)",
-                            "schema": {"type": "string", "minLength": 1, "maxLength": 255}}],
+                            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY}}],
             "requestBody": _body("JobRequest"),
             "responses": {"202": _json("Job", "accepted: the job, queued"),
                           "200": _json("Job", "an idempotent replay: the earlier job"),
@@ -160,8 +169,8 @@ def _operations() -> dict[tuple[str, str], dict[str, Any]]:
             "operationId": "listJobs", "summary": "List the tenant's jobs, newest first",
             "parameters": [
                 {"name": "status", "in": "query", "schema": {"type": "string", "enum": [s.value for s in Status]}},
-                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000,
-                                                             "default": 50}},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT,
+                                                             "default": DEFAULT_LIST_LIMIT}},
                 {"name": "cursor", "in": "query", "schema": {"type": "string"},
                  "description": "next_cursor of the previous page"},
             ],
@@ -199,7 +208,8 @@ def _operations() -> dict[tuple[str, str], dict[str, Any]]:
         ("/v1/stats", "get"): {
             "operationId": "getStats", "summary": "Throughput, latency, queues, workers (operator scope)",
             "parameters": [{"name": "window", "in": "query", "description": "minutes",
-                            "schema": {"type": "integer", "minimum": 1, "maximum": 60, "default": 15}}],
+                            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_WINDOW_MINUTES,
+                                       "default": DEFAULT_WINDOW_MINUTES}}],
             "responses": {"200": _json(_ANY_OBJECT, "the figures"), **_errors("403", "422")},
         },
         ("/healthz", "get"): {

@@ -8,6 +8,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+MAX_IDEMPOTENCY_KEY = 255  # characters of an Idempotency-Key header
+DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT = 50, 1000  # GET /v1/jobs?limit=
+DEFAULT_WINDOW_MINUTES, MAX_WINDOW_MINUTES = 15, 60  # GET /v1/stats?window=
 MAX_TEXTS = 32
 MAX_TEXT_CHARS = 1000
 MAX_METADATA_BYTES = 4096

@@ -8,12 +8,12 @@ from flask import Blueprint, request
 
 from api.auth import require_scope
 from api.context import get_broker, get_redis, get_settings
+from api.schemas import DEFAULT_WINDOW_MINUTES, MAX_WINDOW_MINUTES
 from core.errors import InvalidField
 from core.stats import build_stats
 
 bp = Blueprint("stats", __name__, url_prefix="/v1/stats")
 
-MAX_WINDOW_MINUTES = 60
 
 
 @bp.before_request
@@ -24,7 +24,7 @@ def _operators_only() -> None:
 @bp.get("")
 def get_stats() -> Any:
     """Return throughput, latency percentiles, queues, workers, failures and webhook failures."""
-    raw = request.args.get("window", "15")
+    raw = request.args.get("window", str(DEFAULT_WINDOW_MINUTES))
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_WINDOW_MINUTES:
         raise InvalidField(f"window must be an integer number of minutes from 1 to {MAX_WINDOW_MINUTES}",
                            code="invalid_window")
