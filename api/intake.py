@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
-from typing import Any, Protocol
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any, Protocol, TypeVar
 
 from api.queue import Enqueuer
 from api.schemas import JobRequest
-from api.validation import check_deadline, check_image_uri, validate
+from api.validation import check_deadline, validate
 from api.webhook_check import check_webhook_url
 from core.errors import ServiceUnavailable, VerifierError
 from core.jobs import Job, Mode, WebhookState
 from core.keys import check_image_allowed
 from core.settings import Settings
 from core.store import JobStore, request_hash
+
+
+T = TypeVar("T")
 
 
 class Quota(Protocol):
@@ -23,21 +27,20 @@ class Quota(Protocol):
 class Intake:
     """Validate, store and enqueue verification jobs."""
 
-    def __init__(self, settings: Settings, store: JobStore, enqueuer: Enqueuer, *, quota: Quota | None = None) -> None:
+    def __init__(self, settings: Settings, store: JobStore, enqueuer: Enqueuer, *, quota: Quota) -> None:
         self.settings = settings
         self.store = store
         self.enqueuer = enqueuer
         self.quota = quota
 
-    def build(self, body: dict[str, Any], *, tenant: str, buckets: tuple[str, ...] | None = None) -> Job:
+    def build(self, body: dict[str, Any], *, tenant: str, buckets: tuple[str, ...]) -> Job:
         """Validate a job body and return the job it describes (not yet stored).
 
-        ``buckets`` are the caller's grants (``core.keys``); None skips the check.
+        ``buckets`` are the caller's grants (``core.keys``); the image URI is parsed and checked
+        against them in one step.
         """
         req = validate(JobRequest, body)
-        check_image_uri(req.image)
-        if buckets is not None:
-            check_image_allowed(buckets, req.image)
+        check_image_allowed(buckets, req.image)
         check_deadline(req.deadline)
         if req.webhook_url is not None:
             check_webhook_url(req.webhook_url, allowlist=self.settings.webhook_allowlist)
@@ -55,8 +58,7 @@ class Intake:
         )
 
     def submit(
-        self, body: dict[str, Any], *, tenant: str, buckets: tuple[str, ...] | None = None,
-        idempotency_key: str | None = None,
+        self, body: dict[str, Any], *, tenant: str, buckets: tuple[str, ...], idempotency_key: str | None = None,
     ) -> tuple[Job, bool]:
         """Store and enqueue a job; return ``(job, created)`` (False for an idempotent replay)."""
         job = self.build(body, tenant=tenant, buckets=buckets)
@@ -65,38 +67,20 @@ class Intake:
             earlier = self.store.find_replay(job, idempotency_key)
             if earlier is not None:
                 return earlier, False
-        with self._reserve(tenant, 1):
+        with self.quota.reserve(tenant, 1):
             return self.accept(job, idempotency_key=idempotency_key)
 
     def submit_many(
-        self, bodies: list[dict[str, Any]], *, tenant: str, buckets: tuple[str, ...] | None = None
+        self, bodies: list[dict[str, Any]], *, tenant: str, buckets: tuple[str, ...]
     ) -> list[Job | VerifierError]:
         """Store and enqueue many jobs; a client error fails its item alone, in order.
 
         Every valid item counts against the tenant's quota: when they do not all fit, none is
         accepted (``RateLimited``).
         """
-        built: list[Job | VerifierError] = []
-        for body in bodies:
-            try:
-                built.append(self.build(body, tenant=tenant, buckets=buckets))
-            except VerifierError as exc:
-                if exc.status >= 500:
-                    raise
-                built.append(exc)
-        with self._reserve(tenant, sum(isinstance(item, Job) for item in built)):
-            return [self._accept_item(item) if isinstance(item, Job) else item for item in built]
-
-    def _accept_item(self, job: Job) -> Job | VerifierError:
-        try:
-            return self.accept(job)[0]
-        except VerifierError as exc:
-            if exc.status >= 500:
-                raise
-            return exc
-
-    def _reserve(self, tenant: str, slots: int) -> AbstractContextManager[None]:
-        return self.quota.reserve(tenant, slots) if self.quota is not None else nullcontext()
+        built = [_item(lambda: self.build(body, tenant=tenant, buckets=buckets)) for body in bodies]
+        with self.quota.reserve(tenant, sum(isinstance(item, Job) for item in built)):
+            return [_item(lambda: self.accept(item)[0]) if isinstance(item, Job) else item for item in built]
 
     def accept(self, job: Job, *, idempotency_key: str | None = None) -> tuple[Job, bool]:
         """Store and enqueue a built job; undo the store write if enqueueing fails."""
@@ -112,3 +96,13 @@ class Intake:
                 self.store.release_idempotency_key(job.tenant, idempotency_key)
             raise
         return stored, True
+
+
+def _item(call: Callable[[], T]) -> T | VerifierError:
+    """Run one item of a batch: a client error (4xx) becomes its result, a server error propagates."""
+    try:
+        return call()
+    except VerifierError as exc:
+        if exc.status >= 500:
+            raise
+        return exc

@@ -10,7 +10,6 @@ from flask import Request
 from pydantic import BaseModel, ValidationError
 
 from core.errors import InvalidField, MalformedRequest, VerifierError
-from core.s3uri import parse_s3_uri
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -55,11 +54,6 @@ def translate(exc: ValidationError) -> VerifierError:
     if not field:
         return InvalidField(message, code="text_or_texts_required")
     return InvalidField(message.replace("Value error, ", ""), code=f"invalid_{field}", field=where)
-
-
-def check_image_uri(uri: str) -> None:
-    """Raise an ``InvalidField`` when ``uri`` is not an ``s3://bucket/key`` S3 would accept."""
-    parse_s3_uri(uri)
 
 
 def check_deadline(deadline: str | None) -> None:
