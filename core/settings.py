@@ -39,16 +39,17 @@ def _bool(raw: str) -> bool:
     raise ValueError("expected true/false")
 
 
-def _str_tuple(raw: str) -> tuple[str, ...]:
+def str_tuple(raw: str) -> tuple[str, ...]:
+    """Return the non-empty, stripped items of a comma-separated list."""
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
 def _float_tuple(raw: str) -> tuple[float, ...]:
-    return tuple(_float(part) for part in _str_tuple(raw))
+    return tuple(_float(part) for part in str_tuple(raw))
 
 
 def _networks(raw: str) -> tuple[str, ...]:
-    parts = _str_tuple(raw)
+    parts = str_tuple(raw)
     for part in parts:
         ipaddress.ip_network(part, strict=False)
     return parts
@@ -181,7 +182,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "device": _choice("auto", "cpu", "cuda"),
     "dtype": _choice("auto", "float32", "float16", "bfloat16"),
     "quantize": _choice("none", "int8"),
-    "webhook_secrets": _str_tuple,
+    "webhook_secrets": str_tuple,
     "webhook_allowlist": _networks,
     "webhook_retry_delays": _float_tuple,
     "log_level": _choice("debug", "info", "warning", "error"),

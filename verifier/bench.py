@@ -10,12 +10,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import boto3
 import requests
 
 from core.settings import Settings
 from verifier.demo import prepare_auth, submit_and_wait
-from verifier.stack import LocalStack
+from verifier.stack import LocalStack, s3_bucket
 
 BENCH_BUCKET = "caption-verifier-bench"
 
@@ -47,11 +46,7 @@ def run_system_bench(settings: Settings, *, model: str, n_jobs: int, width: int,
     with LocalStack(say=say) as stack:
         redis_url = stack.ensure_redis(settings.redis_url)
         endpoint = settings.s3_endpoint_url or stack.start_s3()
-        s3 = boto3.client("s3", endpoint_url=endpoint, region_name=settings.s3_region)
-        try:
-            s3.create_bucket(Bucket=BENCH_BUCKET)
-        except s3.exceptions.BucketAlreadyOwnedByYou:
-            pass
+        s3 = s3_bucket(endpoint, settings.s3_region, BENCH_BUCKET)
         uris = []
         for i, data in enumerate(make_jpegs(n_jobs * rounds + 1, width, height, seed=1)):
             s3.put_object(Bucket=BENCH_BUCKET, Key=f"bench/{i}.jpg", Body=data)

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from core.names import VERIFY_QUEUE, WEBHOOK_QUEUE
-from core.settings import Settings, SettingsError
+from core.settings import Settings, SettingsError, str_tuple
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -83,7 +83,7 @@ def _api(settings: Settings, args: argparse.Namespace) -> int:
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
     from worker.main import run_worker
 
-    queues = tuple(q.strip() for q in args.queues.split(",") if q.strip())
+    queues = str_tuple(args.queues)
     unknown = set(queues) - {VERIFY_QUEUE, WEBHOOK_QUEUE}
     if unknown or not queues:
         print(f"verifier worker: unknown queue(s) {sorted(unknown)}; use {VERIFY_QUEUE},{WEBHOOK_QUEUE}",

@@ -12,7 +12,7 @@ from typing import Any
 import requests
 
 from core.settings import DEFAULT_MODEL, Settings
-from verifier.stack import LocalStack
+from verifier.stack import LocalStack, s3_bucket
 
 # Real photographs that scikit-image ships, each with a true caption and a false one.
 SAMPLES: list[tuple[str, str, list[str]]] = [
@@ -60,13 +60,7 @@ def sample_jpeg(name: str) -> bytes:
 
 def upload_samples(endpoint: str | None, region: str) -> dict[str, str]:
     """Put the sample photographs in the demo bucket; return name → s3:// URI."""
-    import boto3
-
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name=region)
-    try:
-        s3.create_bucket(Bucket=DEMO_BUCKET)
-    except s3.exceptions.BucketAlreadyOwnedByYou:
-        pass
+    s3 = s3_bucket(endpoint, region, DEMO_BUCKET)
     uris = {}
     for name, _, _ in SAMPLES:
         s3.put_object(Bucket=DEMO_BUCKET, Key=f"samples/{name}.jpg", Body=sample_jpeg(name),

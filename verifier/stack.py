@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from typing import Any
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -18,6 +19,18 @@ import redis
 import requests
 
 from core.settings import ENV_NAMES, Settings
+
+
+def s3_bucket(endpoint: str | None, region: str, bucket: str) -> Any:
+    """Return a boto3 S3 client for ``endpoint`` after making sure ``bucket`` exists."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name=region)
+    try:
+        s3.create_bucket(Bucket=bucket)
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    return s3
 
 
 def free_port() -> int:

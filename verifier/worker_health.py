@@ -17,7 +17,7 @@ from typing import Any
 import redis
 
 from core.names import VERIFY_QUEUE, WEBHOOK_QUEUE
-from core.settings import Settings
+from core.settings import Settings, str_tuple
 from core.workers import heartbeat_current, list_workers
 
 
@@ -46,7 +46,7 @@ def healthy_workers(workers: list[dict[str, Any]], *, host: str, queues: tuple[s
 
 def run_worker_health(settings: Settings, args: argparse.Namespace) -> int:
     """Run ``verifier worker-health``: 0 when healthy, 1 otherwise (with the reason on stderr)."""
-    queues = tuple(q.strip() for q in args.queues.split(",") if q.strip())
+    queues = str_tuple(args.queues)
     host = args.host or socket.gethostname()
     client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=5)
     try:
