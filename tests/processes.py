@@ -45,6 +45,30 @@ class Proc:
         if self.popen.poll() is None:
             os.kill(self.popen.pid, sig)
 
+    def crash(self, timeout: float = 10.0) -> None:
+        """Kill the process outright (SIGKILL), wait up to ``timeout`` for it to die, then clean up."""
+        try:
+            self.kill()
+            self.popen.wait(timeout)
+        finally:
+            self.stop()
+
+    @contextmanager
+    def paused(self, timeout: float = 5.0) -> Iterator[None]:
+        """Freeze the process (SIGSTOP) for the block, so it takes and runs nothing; resume it after."""
+        os.kill(self.popen.pid, signal.SIGSTOP)
+        try:
+            wait_for(lambda: self._state() in ("T", "t"), timeout=timeout, interval=0.01, what=f"{self.pid} to stop")
+            yield
+        finally:
+            if self.popen.poll() is None:
+                os.kill(self.popen.pid, signal.SIGCONT)
+
+    def _state(self) -> str:
+        """Return the process state letter from /proc (R, S, T for stopped, ...)."""
+        stat = Path(f"/proc/{self.popen.pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2]
+
     def stop(self, timeout: float = 20.0) -> int | None:
         """Stop gracefully (SIGTERM), then hard; return the exit code."""
         if self.popen.poll() is None:

@@ -92,8 +92,17 @@ def test_chaos(s3_endpoint, s3_client, bucket) -> None:  # type: ignore[no-untyp
                 wait_worker_ready(settings, w)
             ids: list[str] = []
             done_submitting = threading.Event()
+            submit_errors: list[BaseException] = []
 
             def submit() -> None:
+                try:
+                    submit_all()
+                except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread after join()
+                    submit_errors.append(exc)
+                finally:
+                    done_submitting.set()
+
+            def submit_all() -> None:
                 rng = random.Random(1)
                 for i in range(JOBS):
                     body = {"image": uris[i % len(uris)], "texts": ["a photo", f"caption {i % 5}"],
@@ -113,7 +122,6 @@ def test_chaos(s3_endpoint, s3_client, bucket) -> None:  # type: ignore[no-untyp
                         assert time.monotonic() < deadline, "the API did not come back"
                         time.sleep(0.2)
                     time.sleep(rng.uniform(0, 0.08))
-                done_submitting.set()
 
             submitter = threading.Thread(target=submit)
             submitter.start()
@@ -124,9 +132,7 @@ def test_chaos(s3_endpoint, s3_client, bucket) -> None:  # type: ignore[no-untyp
             while not done_submitting.is_set():
                 time.sleep(rng.uniform(0.5, 1.5))
                 victim = workers.pop(rng.randrange(len(workers)))
-                victim.kill()
-                victim.popen.wait(10)
-                victim.stop()
+                victim.crash()
                 counts["workers_killed"] += 1
                 workers.append(start_worker(settings, name=f"chaos-verify-r{counts['workers_killed']}"))
                 if not restarted and counts["workers_killed"] == 2:
@@ -134,6 +140,8 @@ def test_chaos(s3_endpoint, s3_client, bucket) -> None:  # type: ignore[no-untyp
                     restarted = True
                     counts["redis_restarts"] += 1
             submitter.join()
+            if submit_errors:
+                raise submit_errors[0]
             assert len(ids) == JOBS and len(set(ids)) == JOBS
 
             def final_docs() -> list[dict] | None:

@@ -49,12 +49,8 @@ def test_sigkilled_worker_job_finishes_once(redis_url, s3_endpoint, put_image) -
     with slow_s3(s3_endpoint, get_delay=30) as slow_endpoint, running_api(base_settings) as base:
         slow = Settings(**dict(base_settings.__dict__, s3_endpoint_url=slow_endpoint))
         victim, job_id = _job_running_on_new_worker(slow, base, uri, name="victim")
-        try:
-            # When the worker process is killed outright mid-job
-            victim.kill()
-            victim.popen.wait(10)
-        finally:
-            victim.stop()
+        # When the worker process is killed outright mid-job
+        victim.crash()
         # Then a healthy worker takes the job over once the victim's heartbeat lapses
         with running_worker(base_settings, name="rescuer"):
             doc = wait_job(base, job_id, timeout=60)
@@ -109,8 +105,7 @@ def test_poison_job_fails_worker_crashed_after_max_starts(redis_url, s3_endpoint
             try:
                 wait_for(lambda: requests.get(f"{base}/v1/jobs/{job_id}", timeout=5).json()["attempts"] == attempt,
                          timeout=60, what=f"start {attempt}")
-                victim.kill()
-                victim.popen.wait(10)
+                victim.crash()
             finally:
                 victim.stop()
         # When a healthy worker finds it again

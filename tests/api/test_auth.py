@@ -35,7 +35,10 @@ def _bearer(key: str) -> dict[str, str]:
 def test_v1_needs_a_valid_key(app: Flask, headers: dict[str, str], code: str, method: str, path: str) -> None:
     resp = getattr(app.test_client(), method)(path, headers=headers, json=VALID)
     assert resp.status_code == 401
-    assert resp.get_json() == {"error": {"code": code, "message": resp.get_json()["error"]["message"]}}
+    body = resp.get_json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}
+    assert body["error"]["code"] == code
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"].strip()
     assert resp.headers["WWW-Authenticate"].startswith("Bearer")
 
 
@@ -50,8 +53,6 @@ def test_revoked_key_is_401(app: Flask, make_key: MakeKey, redis_client) -> None
 
 @pytest.mark.parametrize("path", ["/healthz", "/readyz", "/openapi.json", "/metrics", "/dashboard"])
 def test_open_endpoints_need_no_key(app: Flask, path: str) -> None:
-    if path not in {r.rule for r in app.url_map.iter_rules()}:
-        pytest.skip(f"{path} is not served by this build")
     assert app.test_client().get(path).status_code in (200, 503)
 
 
@@ -64,8 +65,6 @@ def test_metrics_need_an_operator_key_when_not_public(settings: Settings, make_k
 
 
 def test_stats_need_the_operator_scope(app: Flask, make_key: MakeKey) -> None:
-    if "/v1/stats" not in {r.rule for r in app.url_map.iter_rules()}:
-        pytest.skip("/v1/stats is not served by this build")
     client = app.test_client()
     assert client.get("/v1/stats").status_code == 401
     assert client.get("/v1/stats", headers=_bearer(make_key("acme", scopes=())[1])).status_code == 403

@@ -20,10 +20,6 @@ def tenants(app: Flask, make_key) -> tuple[FlaskClient, FlaskClient]:  # type: i
     return clients[0], clients[1]
 
 
-def _served(app: Flask, rule: str) -> bool:
-    return rule in {r.rule for r in app.url_map.iter_rules()}
-
-
 @pytest.mark.parametrize(
     ("method", "path"),
     [
@@ -35,8 +31,6 @@ def _served(app: Flask, rule: str) -> bool:
 )
 def test_other_tenants_job_is_404(app: Flask, tenants, method: str, path: str) -> None:  # type: ignore[no-untyped-def]
     alpha, beta = tenants
-    if not _served(app, path.replace("{id}", "<job_id>")):
-        pytest.skip(f"{path} is not served by this build")
     # Given a job of tenant alpha (with a webhook, so the webhook endpoints have something to show)
     job = alpha.post("/v1/jobs", json={**VALID, "webhook_url": "http://127.0.0.1:9/hook"}).get_json()
     # When tenant beta asks for it, it does not exist

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 import redis as redis_lib
 
 from core.errors import Forbidden, InvalidField, Unauthorized
+from core.jobs import rfc3339_to_epoch
 from core.keys import KeyStore, bucket_allowed, check_image_allowed, parse_grants
 from core.settings import Settings
 from tests.helpers import verifier_env
@@ -122,8 +124,12 @@ def test_cli_create_list_revoke(settings: Settings) -> None:
     listed = verifier("list", "--json")
     rows = [json.loads(line) for line in listed.stdout.splitlines()]
     mine = [r for r in rows if r["id"] == key_id]
+    assert len(mine) == 1
+    created_at = mine[0].pop("created_at")
     assert mine == [{"id": key_id, "tenant": "cli-tenant", "buckets": ["photos", "uploads/x/"],
-                     "scopes": ["operator"], "created_at": mine[0]["created_at"], "revoked_at": None}]
+                     "scopes": ["operator"], "revoked_at": None}]
+    created_epoch = rfc3339_to_epoch(created_at)  # an RFC 3339 time of about now
+    assert created_epoch is not None and abs(created_epoch - time.time()) < 600
     plain = verifier("list").stdout
     assert clear not in listed.stdout + plain and clear.split("_", 2)[2] not in plain
     assert "hash" not in listed.stdout

@@ -194,5 +194,14 @@ def test_the_caching_resolver_resolves_each_host_once() -> None:
     assert calls == ["good.example.com", "bad.example.com"]
 
 
-def test_system_resolver_returns_distinct_addresses() -> None:
+def test_system_resolver_returns_distinct_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "127.0.0.1" in system_resolver("localhost", 80)
+
+    # Given a resolver answer that names the same address twice (as getaddrinfo does per protocol)
+    def fake_getaddrinfo(host, port, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", port)),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake_getaddrinfo)
+    # Then it is returned once
+    assert system_resolver("twice.example.com", 443) == ["93.184.215.14"]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
 import torch
@@ -45,6 +48,17 @@ def _pixels(loaded: LoadedModel, seed: int) -> torch.Tensor:
     rng = np.random.default_rng(seed)
     image = Image.fromarray(rng.integers(0, 256, (60, 90, 3), dtype=np.uint8))
     return prepare_pixels(image, size=loaded.image_size, mean=loaded.image_mean, std=loaded.image_std)
+
+
+@contextmanager
+def _recorded(module: torch.nn.Module, size: Callable[[torch.Tensor], int] = lambda out: out.shape[0]) -> Iterator[list[int]]:
+    """Record ``size(out)`` for each forward of ``module`` while the block runs."""
+    sizes: list[int] = []
+    handle = module.register_forward_hook(lambda m, a, out: sizes.append(size(out)))
+    try:
+        yield sizes
+    finally:
+        handle.remove()
 
 
 def _reference_scores(model: BlipForImageTextRetrieval, loaded: LoadedModel, req: EngineRequest) -> list[PairScore]:
@@ -98,28 +112,17 @@ def test_parity_with_transformers_forward(engine: Engine, reference: BlipForImag
 
 def test_duplicate_keys_run_the_vision_tower_once(loaded: LoadedModel) -> None:
     engine = Engine(load_model("random:tiny"))
-    calls: list[int] = []
-    handle = engine.model.vision_model.embeddings.register_forward_hook(lambda m, a, out: calls.append(out.shape[0]))
-    try:
+    with _recorded(engine.model.vision_model.embeddings) as calls:
         engine.score(CASES["duplicate_keys"](loaded))
-    finally:
-        handle.remove()
     assert sum(calls) == 2
 
 
 def test_text_layers_run_once_per_call_for_both_scores(loaded: LoadedModel) -> None:
     # Given a call with four distinct images, one text each
     engine = Engine(load_model("random:tiny"))
-    feed_forward: list[int] = []
-    cross_keys: list[int] = []
     layer = engine.model.text_encoder.encoder.layer[0]
-    hooks = [layer.intermediate.register_forward_hook(lambda m, a, out: feed_forward.append(out.shape[0])),
-             layer.crossattention.self.key.register_forward_hook(lambda m, a, out: cross_keys.append(out.shape[0]))]
-    try:
+    with _recorded(layer.intermediate) as feed_forward, _recorded(layer.crossattention.self.key) as cross_keys:
         engine.score(CASES["distinct_images_one_text_each"](loaded))
-    finally:
-        for hook in hooks:
-            hook.remove()
     # Then each text layer's feed-forward ran once, over the ITC and the ITM pass of all four texts,
     # and its cross-attention keys were projected once, over the four images
     assert feed_forward == [8]
@@ -132,13 +135,9 @@ def test_parity_when_the_text_pass_is_split_by_its_token_budget(reference: BlipF
     # Given a token budget that runs the texts one at a time (1) or a few at a time (40), so
     # chunks start and end inside an image's run of texts
     engine = Engine(load_model("random:tiny"), text_tokens=text_tokens)
-    feed_forward: list[int] = []
-    hook = engine.model.text_encoder.encoder.layer[0].intermediate.register_forward_hook(
-        lambda m, a, out: feed_forward.append(out.shape[0] * out.shape[1]))
-    try:
+    with _recorded(engine.model.text_encoder.encoder.layer[0].intermediate,
+                   size=lambda out: out.shape[0] * out.shape[1]) as feed_forward:
         diff = _max_diff(engine, reference, loaded, CASES["many_requests"](loaded) + CASES["duplicate_keys"](loaded))
-    finally:
-        hook.remove()
     # Then the text encoder ran in several passes, each within the budget unless one text alone exceeds it
     longest = max(len(ids) for ids in loaded.tokenizer(list(TEXTS))["input_ids"])
     assert len(feed_forward) > 1
@@ -149,25 +148,30 @@ def test_parity_when_the_text_pass_is_split_by_its_token_budget(reference: BlipF
 
 def test_a_request_without_texts_gets_no_scores_and_no_vision_pass(loaded: LoadedModel) -> None:
     engine = Engine(load_model("random:tiny"))
-    images: list[int] = []
-    handle = engine.model.vision_model.embeddings.register_forward_hook(lambda m, a, out: images.append(out.shape[0]))
-    try:
+    with _recorded(engine.model.vision_model.embeddings) as images:
         got = engine.score([EngineRequest("empty", _pixels(loaded, 5), ()),
                             EngineRequest("a", _pixels(loaded, 1), ("a dog",))])
-    finally:
-        handle.remove()
     assert len(got[0]) == 0 and len(got[1]) == 1
     assert images == [1]
 
 
-def test_results_keep_request_and_text_order(engine: Engine, loaded: LoadedModel) -> None:
+def test_results_keep_request_and_text_order(engine: Engine, reference: BlipForImageTextRetrieval,
+                                             loaded: LoadedModel) -> None:
     requests = CASES["many_requests"](loaded)
     together = engine.score(requests)
     alone = [engine.score([r])[0] for r in requests]
+    # One list per request, one score per text, so zip below cannot hide a missing or extra entry
+    assert [len(x) for x in together] == [len(r.texts) for r in requests]
+    assert [len(x) for x in alone] == [len(r.texts) for r in requests]
     for batched, single in zip(together, alone):
         for a, b in zip(batched, single):
             assert a.match_probability == pytest.approx(b.match_probability, abs=TOLERANCE)
             assert a.cosine_similarity == pytest.approx(b.cosine_similarity, abs=TOLERANCE)
+    # And each request's batched scores are its own, in text order
+    for r, batched in zip(requests, together):
+        for a, ref in zip(batched, _reference_scores(reference, loaded, r)):
+            assert a.match_probability == pytest.approx(ref.match_probability, abs=TOLERANCE)
+            assert a.cosine_similarity == pytest.approx(ref.cosine_similarity, abs=TOLERANCE)
 
 
 def test_sdpa_patch_matches_original_attention(reference: BlipForImageTextRetrieval, loaded: LoadedModel) -> None:
@@ -189,7 +193,9 @@ def test_sdpa_patch_matches_original_attention(reference: BlipForImageTextRetrie
 
 def test_warmup_and_properties(loaded: LoadedModel) -> None:
     engine = Engine(loaded)
-    engine.warmup()
+    with _recorded(engine.model.vision_model.embeddings) as images:
+        engine.warmup()
+    assert images == [1]  # warm-up ran one vision pass, over its one dummy image
     assert engine.image_size == 64 and len(engine.mean) == len(engine.std) == 3
     assert engine.score([]) == []
 

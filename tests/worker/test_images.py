@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
 from core.errors import InvalidField, JobError, StorageUnavailable
 from core.s3uri import parse_s3_uri
@@ -441,17 +441,31 @@ def test_bad_objects_fail_with_their_code(
     assert info.value.code == code
 
 
-def test_pixel_bomb_is_refused_before_decoding(client: Any, s3_settings: Settings, put_image: Callable[..., str]) -> None:
+def test_pixel_bomb_is_refused_before_decoding(client: Any, s3_settings: Settings, put_image: Callable[..., str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a 20000x20000 PNG of a few KiB (400 Mpx; Pillow's own guard raises past 179 Mpx)
     data = huge_png(20_000, 20_000)
     assert len(data) < 100_000
     uri = put_image(data=data)
+    # And a record of every pixel decode (ImageFile.load is where Pillow decodes a file's pixels)
+    loads: list[tuple[int, int]] = []
+    original_load = ImageFile.ImageFile.load
+
+    def recording_load(self: ImageFile.ImageFile) -> Any:
+        loads.append(self.size)
+        return original_load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", recording_load)
     # When loaded even with a cap above Pillow's, Then it is too large and no pixel was decoded
     settings = Settings.from_env({}, s3_endpoint_url=s3_settings.s3_endpoint_url, max_image_pixels=10**9)
     with pytest.raises(JobError) as info:
         load_image(client, uri, settings)
     assert info.value.code == "image_too_large"
+    assert loads == []
     assert Image.MAX_IMAGE_PIXELS == 1024 * 1024 * 1024 // 4 // 3  # untouched
+    # (The record does see a decode: a small PNG through the same path is loaded.)
+    load_image(client, put_image(data=encode(Image.new("RGB", (32, 24)), "PNG")), settings)
+    assert loads and set(loads) == {(32, 24)}
 
 
 @pytest.mark.parametrize("warning_filter", ["error", "ignore"])
